@@ -1,0 +1,69 @@
+"""Atomic file writes and hashing: an artifact is either complete or absent.
+
+Python 3.8 syntax, standard library only: the runtime uses it too.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+from .errors import ConfigError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def ensure_writable_dir(path: PathLike) -> Path:
+    """Create the parent folder of ``path`` or fail with a one-line error naming it."""
+    parent = Path(path).expanduser().resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "cannot create output folder {}: {} (choose another --output)".format(
+                parent, exc.strerror
+            )
+        ) from None
+    if not os.access(str(parent), os.W_OK):
+        raise ConfigError(
+            "output folder {} is not writable: choose another --output".format(parent)
+        )
+    return parent
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only on success."""
+    target = Path(path).expanduser()
+    parent = ensure_writable_dir(target)
+    fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".partial", dir=str(parent))
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(str(tmp_path), str(target))
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json_atomic(path: PathLike, obj: object) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(str(path), "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

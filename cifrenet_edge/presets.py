@@ -1,0 +1,139 @@
+"""The three published CIFReNet configurations, as data.
+
+One place for every per-dataset fact (class names, palette, DSP dilations,
+input normalisation); the model, export metadata, datasets and runtime all
+read it from here. Torch-free and Python 3.8 syntax.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+from .errors import ConfigError
+
+# Public code: BGR input, x = (bgr - mean) / 255, no std division.
+BGR_MEAN = (73.16, 82.91, 72.39)
+INPUT_SCALE = 1.0 / 255.0
+IGNORE_INDEX = 255
+
+CAMVID_CLASSES = [
+    "sky", "building", "pole", "road", "sidewalk", "tree",
+    "sign_symbol", "fence", "car", "pedestrian", "bicyclist",
+]
+# SegNet's CamVid colours, RGB.
+CAMVID_PALETTE = [
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+]
+HELEN_CLASSES = [
+    "background", "face_skin", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye",
+    "nose", "upper_lip", "inner_mouth", "lower_lip", "hair",
+]
+HELEN_PALETTE = [
+    (0, 0, 0), (255, 204, 153), (102, 51, 0), (153, 76, 0), (0, 102, 204), (0, 153, 255),
+    (255, 128, 0), (204, 0, 102), (255, 0, 0), (153, 0, 76), (51, 25, 0),
+]
+
+
+def _cityscapes_classes_and_palette():
+    # type: () -> Tuple[List[str], List[Tuple[int, int, int]]]
+    """The 19 train classes from the official label table, so ids never drift from it."""
+    from cityscapesscripts.helpers.labels import labels
+
+    train = sorted((lb for lb in labels if 0 <= lb.trainId < 255), key=lambda lb: lb.trainId)
+    return [lb.name for lb in train], [tuple(lb.color) for lb in train]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A published configuration: what the network needs and what deployment needs."""
+
+    name: str
+    num_classes: int
+    dsp_dilations: Tuple[Tuple[int, int, int, int], ...]
+    classes: Tuple[str, ...]
+    palette_rgb: Tuple[Tuple[int, int, int], ...]
+    train_crop_wh: Tuple[int, int]
+    paper_miou: Dict[str, float] = field(default_factory=dict)
+    mean_bgr: Tuple[float, float, float] = BGR_MEAN
+    scale: float = INPUT_SCALE
+    ignore_index: int = IGNORE_INDEX
+
+    def metadata(self) -> Dict[str, object]:
+        """The deployment facts a runtime needs, in JSON-ready form."""
+        return {
+            "preset": self.name,
+            "num_classes": self.num_classes,
+            "classes": list(self.classes),
+            "palette_rgb": [list(c) for c in self.palette_rgb],
+            "input_layout": "NCHW",
+            "channel_order": "BGR",
+            "mean_bgr": list(self.mean_bgr),
+            "scale": self.scale,
+            "normalization": "x = (bgr - mean_bgr) * scale",
+            "ignore_index": self.ignore_index,
+        }
+
+
+def _build() -> Dict[str, Preset]:
+    cs_names, cs_palette = _cityscapes_classes_and_palette()
+    return {
+        "cityscapes": Preset(
+            "cityscapes", 19, ((1, 2, 3, 5), (7, 9, 11, 13), (17, 19, 21, 23)),
+            tuple(cs_names), tuple(cs_palette), (1024, 512), {"test": 70.9, "val": 72.9},
+        ),
+        "camvid": Preset(
+            "camvid", 11, ((1, 2, 3, 5), (5, 7, 9, 11), (11, 13, 15, 17)),
+            tuple(CAMVID_CLASSES), tuple(CAMVID_PALETTE), (480, 360), {"test": 64.5},
+        ),
+        "helen": Preset(
+            "helen", 11, ((1, 2, 3, 5), (3, 5, 7, 11), (7, 9, 11, 13)),
+            tuple(HELEN_CLASSES), tuple(HELEN_PALETTE), (512, 512), {"test": 71.3},
+        ),
+    }
+
+
+_PRESETS = {}  # type: Dict[str, Preset]
+
+
+def presets() -> Dict[str, Preset]:
+    if not _PRESETS:
+        _PRESETS.update(_build())
+    return _PRESETS
+
+
+PRESET_NAMES = ("cityscapes", "camvid", "helen")
+
+
+def get_preset(name: str) -> Preset:
+    """Look a preset up by name; an unknown name is a ConfigError listing the valid ones."""
+    try:
+        return presets()[name.lower()]
+    except KeyError:
+        raise ConfigError(
+            "unknown preset {!r}: use one of {}".format(name, ", ".join(PRESET_NAMES))
+        ) from None
+
+
+def parse_resolution(text: str, max_side: int = 8192) -> Tuple[int, int]:
+    """Parse 'WxH' (the paper's width x height order) into (width, height)."""
+    parts = str(text).lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ConfigError(
+            "malformed resolution {!r}: write it as WIDTHxHEIGHT, e.g. 640x360".format(text)
+        )
+    w, h = int(parts[0]), int(parts[1])
+    if w < 32 or h < 32:
+        raise ConfigError(
+            "resolution {!r} is too small: both sides must be at least 32 pixels".format(text)
+        )
+    if w > max_side or h > max_side:
+        raise ConfigError(
+            "resolution {!r} is too large: both sides must be at most {} pixels".format(
+                text, max_side
+            )
+        )
+    return w, h
+
+
+def format_resolution(wh: Tuple[int, int]) -> str:
+    return "{}x{}".format(wh[0], wh[1])
