@@ -18,4 +18,4 @@ def __getattr__(name):  # type: (str) -> object
         from .runtime import Segmenter
 
         return Segmenter
-    raise AttributeError("module 'cifrenet_edge' has no attribute {!r}".format(name))
+    raise AttributeError(f"module 'cifrenet_edge' has no attribute {name!r}")

@@ -23,14 +23,10 @@ def ensure_writable_dir(path: PathLike) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
-            "cannot create output folder {}: {} (choose another --output)".format(
-                parent, exc.strerror
-            )
+            f"cannot create output folder {parent}: {exc.strerror} (choose another --output)"
         ) from None
     if not os.access(str(parent), os.W_OK):
-        raise ConfigError(
-            "output folder {} is not writable: choose another --output".format(parent)
-        )
+        raise ConfigError(f"output folder {parent} is not writable: choose another --output")
     return parent
 
 

@@ -3,8 +3,8 @@
 Two conventions, because the literature mixes them: ``macs`` counts the multiply-adds of
 convolutions and linear layers only; ``flops_paper`` adds what fvcore also counts
 (BatchNorm 2 per element in eval, pooling 1 per input element, bilinear resize 4 per
-output element, the broadcast global maps counted as the resize the public code does), which is how the paper's 7.3 G at 640x360 is reached (one multiply-add
-= one FLOP). Per-layer records feed the roofline estimate of ``bench --estimate``.
+output element, the broadcast global maps counted as the resize the public code does),
+which is how the paper's 7.3 G at 640x360 is reached (one multiply-add = one FLOP). Per-layer records feed the roofline estimate of ``bench --estimate``.
 """
 
 from dataclasses import asdict, dataclass
@@ -65,14 +65,16 @@ def layer_costs(model: nn.Module, wh: Tuple[int, int], batch: int = 1) -> List[L
 
     def pool(x, output_size):
         y = orig_pool(x, output_size)
-        records.append(LayerCost("functional.pool", "AdaptiveAvgPool2d", 0, x.numel(),
-                                 x.numel(), y.numel(), 0))
+        records.append(
+            LayerCost("functional.pool", "AdaptiveAvgPool2d", 0, x.numel(), x.numel(), y.numel(), 0)
+        )
         return y
 
     def interp(x, *args, **kwargs):
         y = orig_interp(x, *args, **kwargs)
-        records.append(LayerCost("functional.resize", "Resize", 0, 4 * y.numel(),
-                                 x.numel(), y.numel(), 0))
+        records.append(
+            LayerCost("functional.resize", "Resize", 0, 4 * y.numel(), x.numel(), y.numel(), 0)
+        )
         return y
 
     orig_bcast = model_module.broadcast_like
@@ -81,8 +83,9 @@ def layer_costs(model: nn.Module, wh: Tuple[int, int], batch: int = 1) -> List[L
         # The public code resizes the 1x1 global maps bilinearly; our broadcast is the
         # same numbers, so it is counted as the resize it stands for.
         y = orig_bcast(g, x)
-        records.append(LayerCost("functional.broadcast", "Resize", 0, 4 * y.numel(),
-                                 g.numel(), y.numel(), 0))
+        records.append(
+            LayerCost("functional.broadcast", "Resize", 0, 4 * y.numel(), g.numel(), y.numel(), 0)
+        )
         return y
 
     was_training = model.training

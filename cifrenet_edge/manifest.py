@@ -10,7 +10,7 @@ Torch-free, Python 3.8 syntax: the runtime reads manifests on the robot.
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ._io import PathLike, write_json_atomic
 from .errors import ModelFileError
@@ -73,10 +73,9 @@ def _onnx_embedded(model_path: Path) -> Optional[Dict[str, Any]]:
         except ImportError:
             return None
     except Exception as exc:
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ModelFileError(
-            "cannot read ONNX file {}: {} (re-export it with cifrenet-edge export)".format(
-                model_path, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            )
+            f"cannot read ONNX file {model_path}: {first} (re-export it with cifrenet-edge export)"
         ) from None
     if not props or METADATA_KEY not in props:
         return None
@@ -87,7 +86,7 @@ def read_manifest(model_path: PathLike) -> Dict[str, Any]:
     """The manifest of an artifact: its JSON sidecar, else (ONNX) the embedded copy."""
     path = Path(model_path)
     if not path.exists():
-        raise ModelFileError("model file {} does not exist: check the path".format(path))
+        raise ModelFileError(f"model file {path} does not exist: check the path")
     side = sidecar_path(path)
     manifest = None  # type: Optional[Dict[str, Any]]
     if side.is_file():
@@ -95,16 +94,14 @@ def read_manifest(model_path: PathLike) -> Dict[str, Any]:
             manifest = json.loads(side.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ModelFileError(
-                "manifest {} is not valid JSON ({}): re-export the model".format(side, exc)
+                f"manifest {side} is not valid JSON ({exc}): re-export the model"
             ) from None
     elif path.suffix.lower() == ".onnx":
         manifest = _onnx_embedded(path)
     if manifest is None:
         raise ModelFileError(
-            "{} has no cifrenet-edge manifest (no {} and no embedded metadata): export it "
-            "with `cifrenet-edge export` so classes and normalisation travel with it".format(
-                path, side.name
-            )
+            f"{path} has no cifrenet-edge manifest (no {side.name} and no embedded metadata): "
+            "export it with `cifrenet-edge export` so classes and normalisation travel with it"
         )
     check_manifest(manifest, path)
     return manifest
@@ -113,7 +110,7 @@ def read_manifest(model_path: PathLike) -> Dict[str, Any]:
 def check_manifest(manifest: Dict[str, Any], model_path: PathLike = "model") -> None:
     """Raise ModelFileError naming every missing or inconsistent field."""
     if not isinstance(manifest, dict):
-        raise ModelFileError("manifest of {} is not a JSON object".format(model_path))
+        raise ModelFileError(f"manifest of {model_path} is not a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     problems = []  # type: List[str]
     if missing:
@@ -127,8 +124,9 @@ def check_manifest(manifest: Dict[str, Any], model_path: PathLike = "model") -> 
         if len(manifest["classes"]) != n:
             problems.append("{} class names for {} classes".format(len(manifest["classes"]), n))
         if len(manifest["palette_rgb"]) < n:
-            problems.append("{} palette colours for {} classes".format(
-                len(manifest["palette_rgb"]), n))
+            problems.append(
+                "{} palette colours for {} classes".format(len(manifest["palette_rgb"]), n)
+            )
         if len(manifest["mean_bgr"]) != 3:
             problems.append("mean_bgr must have 3 values")
         if manifest.get("resolution") is None and manifest.get("dynamic") is None:

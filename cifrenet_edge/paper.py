@@ -5,8 +5,6 @@ Object Parsing", IEEE TIP 2020 (Table XII for speed), and ARCHITECTURE.md for th
 figures an independent implementation reproduces.
 """
 
-from typing import Dict, Tuple
-
 # Batch 1, PyTorch, GTX 1080 Ti: frames per second by (width, height).
 PAPER_FPS = {
     (640, 360): 62.5,
@@ -31,5 +29,8 @@ PAPER_PARAMS_M = 1.9
 REFERENCE_PARAMS = 1949901  # cityscapes preset, independent implementation
 PAPER_PART_PARAMS_M = {"mcim": 0.12, "dsp": 0.03, "baseline": 1.82}
 
-PAPER_MIOU = {"cityscapes": {"test": 70.9, "val": 72.9}, "camvid": {"test": 64.5},
-              "helen": {"test": 71.3}}
+PAPER_MIOU = {
+    "cityscapes": {"test": 70.9, "val": 72.9},
+    "camvid": {"test": 64.5},
+    "helen": {"test": 71.3},
+}

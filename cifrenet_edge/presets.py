@@ -6,7 +6,7 @@ read it from here. Torch-free and Python 3.8 syntax.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 from .errors import ConfigError
 
@@ -16,21 +16,57 @@ INPUT_SCALE = 1.0 / 255.0
 IGNORE_INDEX = 255
 
 CAMVID_CLASSES = [
-    "sky", "building", "pole", "road", "sidewalk", "tree",
-    "sign_symbol", "fence", "car", "pedestrian", "bicyclist",
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "sidewalk",
+    "tree",
+    "sign_symbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
 ]
 # SegNet's CamVid colours, RGB.
 CAMVID_PALETTE = [
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
-    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
 ]
 HELEN_CLASSES = [
-    "background", "face_skin", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye",
-    "nose", "upper_lip", "inner_mouth", "lower_lip", "hair",
+    "background",
+    "face_skin",
+    "left_eyebrow",
+    "right_eyebrow",
+    "left_eye",
+    "right_eye",
+    "nose",
+    "upper_lip",
+    "inner_mouth",
+    "lower_lip",
+    "hair",
 ]
 HELEN_PALETTE = [
-    (0, 0, 0), (255, 204, 153), (102, 51, 0), (153, 76, 0), (0, 102, 204), (0, 153, 255),
-    (255, 128, 0), (204, 0, 102), (255, 0, 0), (153, 0, 76), (51, 25, 0),
+    (0, 0, 0),
+    (255, 204, 153),
+    (102, 51, 0),
+    (153, 76, 0),
+    (0, 102, 204),
+    (0, 153, 255),
+    (255, 128, 0),
+    (204, 0, 102),
+    (255, 0, 0),
+    (153, 0, 76),
+    (51, 25, 0),
 ]
 
 
@@ -78,16 +114,31 @@ def _build() -> Dict[str, Preset]:
     cs_names, cs_palette = _cityscapes_classes_and_palette()
     return {
         "cityscapes": Preset(
-            "cityscapes", 19, ((1, 2, 3, 5), (7, 9, 11, 13), (17, 19, 21, 23)),
-            tuple(cs_names), tuple(cs_palette), (1024, 512), {"test": 70.9, "val": 72.9},
+            "cityscapes",
+            19,
+            ((1, 2, 3, 5), (7, 9, 11, 13), (17, 19, 21, 23)),
+            tuple(cs_names),
+            tuple(cs_palette),
+            (1024, 512),
+            {"test": 70.9, "val": 72.9},
         ),
         "camvid": Preset(
-            "camvid", 11, ((1, 2, 3, 5), (5, 7, 9, 11), (11, 13, 15, 17)),
-            tuple(CAMVID_CLASSES), tuple(CAMVID_PALETTE), (480, 360), {"test": 64.5},
+            "camvid",
+            11,
+            ((1, 2, 3, 5), (5, 7, 9, 11), (11, 13, 15, 17)),
+            tuple(CAMVID_CLASSES),
+            tuple(CAMVID_PALETTE),
+            (480, 360),
+            {"test": 64.5},
         ),
         "helen": Preset(
-            "helen", 11, ((1, 2, 3, 5), (3, 5, 7, 11), (7, 9, 11, 13)),
-            tuple(HELEN_CLASSES), tuple(HELEN_PALETTE), (512, 512), {"test": 71.3},
+            "helen",
+            11,
+            ((1, 2, 3, 5), (3, 5, 7, 11), (7, 9, 11, 13)),
+            tuple(HELEN_CLASSES),
+            tuple(HELEN_PALETTE),
+            (512, 512),
+            {"test": 71.3},
         ),
     }
 
@@ -118,22 +169,18 @@ def parse_resolution(text: str, max_side: int = 8192) -> Tuple[int, int]:
     """Parse 'WxH' (the paper's width x height order) into (width, height)."""
     parts = str(text).lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ConfigError(
-            "malformed resolution {!r}: write it as WIDTHxHEIGHT, e.g. 640x360".format(text)
-        )
+        raise ConfigError(f"malformed resolution {text!r}: write it as WIDTHxHEIGHT, e.g. 640x360")
     w, h = int(parts[0]), int(parts[1])
     if w < 32 or h < 32:
         raise ConfigError(
-            "resolution {!r} is too small: both sides must be at least 32 pixels".format(text)
+            f"resolution {text!r} is too small: both sides must be at least 32 pixels"
         )
     if w > max_side or h > max_side:
         raise ConfigError(
-            "resolution {!r} is too large: both sides must be at most {} pixels".format(
-                text, max_side
-            )
+            f"resolution {text!r} is too large: both sides must be at most {max_side} pixels"
         )
     return w, h
 
 
 def format_resolution(wh: Tuple[int, int]) -> str:
-    return "{}x{}".format(wh[0], wh[1])
+    return f"{wh[0]}x{wh[1]}"

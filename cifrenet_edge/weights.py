@@ -57,7 +57,7 @@ def checkpoint_info(path: Path) -> Dict[str, Any]:
 def _strip_prefix(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     for prefix in ("module.", "model."):
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -108,9 +108,7 @@ def load_weights(model: CIFReNet, path: Path) -> Dict[str, Any]:
     return {k: v for k, v in ckpt.items() if k != "state_dict"}
 
 
-def save_checkpoint(
-    model: CIFReNet, path: Path, extra: Optional[Dict[str, Any]] = None
-) -> Path:
+def save_checkpoint(model: CIFReNet, path: Path, extra: Optional[Dict[str, Any]] = None) -> Path:
     """Save weights plus plain metadata; ``.safetensors`` or a weights_only-loadable ``.pth``."""
     path = Path(path).expanduser()
     meta: Dict[str, Any] = {

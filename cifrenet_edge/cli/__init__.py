@@ -20,7 +20,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """CIFReNet from PyTorch to ONNX, INT8 and TensorRT engines, benchmarked honestly."""

@@ -53,8 +53,13 @@ def info(
     t.add_row("one DSP", f"{p['dsp_each']:,}", "< 0.03 M")
     console.print(t)
     t = Table(title="Cost per frame (batch 1)")
-    for col in ("resolution", "multiply-adds", "FLOPs (paper convention)", "paper FLOPs",
-                "paper FPS (1080 Ti)"):
+    for col in (
+        "resolution",
+        "multiply-adds",
+        "FLOPs (paper convention)",
+        "paper FLOPs",
+        "paper FPS (1080 Ti)",
+    ):
         t.add_column(col, justify="right")
     for row in report["resolutions"]:
         pg, pf = row["paper_gflops"], row["paper_fps_1080ti"]

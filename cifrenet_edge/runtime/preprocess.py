@@ -20,29 +20,28 @@ def check_frame(frame: object) -> np.ndarray:
         raise FrameError("frame is None: the camera or decoder returned no image; skip it")
     if not isinstance(frame, np.ndarray):
         raise FrameError(
-            "frame is a {}, not a numpy array: pass an HxWx3 uint8 BGR image "
-            "(cv2.imread, cv_bridge imgmsg_to_cv2(msg, 'bgr8'))".format(type(frame).__name__)
+            f"frame is a {type(frame).__name__}, not a numpy array: pass an HxWx3 uint8 BGR image "
+            "(cv2.imread, cv_bridge imgmsg_to_cv2(msg, 'bgr8'))"
         )
     if frame.size == 0:
-        raise FrameError("frame is empty (shape {}): skip it".format(frame.shape))
+        raise FrameError(f"frame is empty (shape {frame.shape}): skip it")
     if frame.dtype != np.uint8:
         raise FrameError(
-            "frame dtype is {}, expected uint8: convert 16-bit or float images first, e.g. "
-            "cv2.convertScaleAbs(frame, alpha=255/65535)".format(frame.dtype)
+            f"frame dtype is {frame.dtype}, expected uint8: convert 16-bit or float images "
+            "first, e.g. "
+            "cv2.convertScaleAbs(frame, alpha=255/65535)"
         )
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
         raise FrameError(
-            "frame is grayscale {}: convert with cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)".format(
-                frame.shape
-            )
+            f"frame is grayscale {frame.shape}: convert with "
+            "cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)"
         )
     if frame.ndim == 3 and frame.shape[2] == 4:
         raise FrameError(
-            "frame has 4 channels (BGRA/RGBA): convert with cv2.cvtColor(frame, "
-            "cv2.COLOR_BGRA2BGR)"
+            "frame has 4 channels (BGRA/RGBA): convert with cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)"
         )
     if frame.ndim != 3 or frame.shape[2] != 3:
-        raise FrameError("frame shape {} is not HxWx3: pass a BGR image".format(frame.shape))
+        raise FrameError(f"frame shape {frame.shape} is not HxWx3: pass a BGR image")
     return frame
 
 
