@@ -4,7 +4,8 @@ Two conventions, because the literature mixes them: ``macs`` counts the multiply
 convolutions and linear layers only; ``flops_paper`` adds what fvcore also counts
 (BatchNorm 2 per element in eval, pooling 1 per input element, bilinear resize 4 per
 output element, the broadcast global maps counted as the resize the public code does),
-which is how the paper's 7.3 G at 640x360 is reached (one multiply-add = one FLOP). Per-layer records feed the roofline estimate of ``bench --estimate``.
+which is how the paper's 7.3 G at 640x360 is reached (one multiply-add = one FLOP).
+Per-layer records feed the roofline estimate of ``bench --estimate``.
 """
 
 from dataclasses import asdict, dataclass
