@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import ConfigError
 from .presets import Preset, get_preset
 
 # (expansion t, out channels, repeats, stride of first block, dilation): stages 1..7.
@@ -226,6 +227,14 @@ class CIFReNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Backbone + LRM/attention + MCIM: the 400-channel stride-8 context features."""
+        if self.training and x.shape[0] == 1:
+            # BatchNorm on the 1x1 pooled global maps sees one value per channel and fails
+            # deep inside torch; say why here instead. Eval mode (export, inference) is fine.
+            raise ConfigError(
+                "training CIFReNet needs a batch of at least 2: BatchNorm on the 1x1 global "
+                "maps has one value per channel at batch 1 (use --batch-size 2 or more, or "
+                "model.eval() for inference)"
+            )
         x = self.backbone.stem(x)
         low: Optional[Tensor] = None
         for index, stage in enumerate(self.backbone.stages, start=1):
