@@ -184,3 +184,23 @@ def parse_resolution(text: str, max_side: int = 8192) -> Tuple[int, int]:
 
 def format_resolution(wh: Tuple[int, int]) -> str:
     return f"{wh[0]}x{wh[1]}"
+
+
+def presets_document() -> Dict[str, object]:
+    """The presets as plain data: what `models/presets.json` holds for non-Python tools."""
+    return {
+        name: {
+            "num_classes": p.num_classes,
+            "dsp_dilations": [list(d) for d in p.dsp_dilations],
+            "train_crop_wh": list(p.train_crop_wh),
+            "paper_miou": dict(p.paper_miou),
+            **p.metadata(),
+        }
+        for name, p in presets().items()
+    }
+
+
+if __name__ == "__main__":  # python -m cifrenet_edge.presets > models/presets.json
+    import json
+
+    print(json.dumps(presets_document(), indent=2))
