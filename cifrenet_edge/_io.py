@@ -40,6 +40,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600; an artifact must be readable like any other file the user
+        # writes (a ROS node or container often runs as another user).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(str(tmp_path), 0o666 & ~umask)
         os.replace(str(tmp_path), str(target))
     finally:
         if tmp_path.exists():

@@ -62,3 +62,11 @@ class EngineMismatchError(CifreNetError):
 
 class SourceError(CifreNetError):
     """An image/video/camera/bag source cannot be opened or lacks the topic."""
+
+
+class ClosedError(CifreNetError, RuntimeError):
+    """A Segmenter, backend or source used after ``close()`` (open a new one)."""
+
+
+class AccuracyGateError(ExportError):
+    """An INT8 model lost more mIoU against FP32 on labelled data than the gate allows."""

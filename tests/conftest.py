@@ -1,8 +1,15 @@
 """Shared test fixtures and the `gpu` marker's skip rule."""
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
+
+# CI and dev machines here are shared 2-core boxes: one OpenMP thread per test process keeps
+# torch's small convolutions from thrashing (measured ~100x slower under load with 2 threads).
+# Set before anything imports torch; subprocess tests inherit it. Tests assert results, never
+# timings, so this changes speed only.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
@@ -44,3 +51,129 @@ def pytest_collection_modifyitems(config, items):
 def real_images_dir() -> Path:
     """A folder of five real photographs (see tests/data/real/README.md)."""
     return REAL_IMAGES
+
+
+# --- export engineer: a small FP32 ONNX model others can reuse (one export per session) ---
+
+
+@pytest.fixture(scope="session")
+def small_fp32_export(tmp_path_factory):
+    """ExportResult of an untrained cityscapes model, 256x128 static, opset 17 (trt8.6).
+
+    Its manifest sidecar sits beside it; treat both as read-only (copy before changing them).
+    """
+    import torch
+
+    from cifrenet_edge.export import export_onnx
+
+    out = tmp_path_factory.mktemp("small_fp32") / "cifrenet_cityscapes_256x128_fp32.onnx"
+    # One torch thread: on a shared, oversubscribed CPU, OpenMP's spinning threads make
+    # small convolutions ~100x slower than a single thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return export_onnx("cityscapes", res=(256, 128), output=out, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def small_fp32_onnx(small_fp32_export):
+    """Path of the small FP32 ONNX model (see ``small_fp32_export``)."""
+    return small_fp32_export.path
+
+
+# --- accuracy (data/train/eval) fixtures -------------------------------------------------------
+SYNTH_RES = (160, 96)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset_dir(tmp_path_factory) -> Path:
+    """24 synthetic street scenes at 160x96 in the folder layout (20 train, 4 val)."""
+    from cifrenet_edge.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic") / "ds"
+    write_synthetic_dataset(root, 24, SYNTH_RES, seed=100, val_fraction=1 / 6)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A short real training run on synthetic scenes (fixed seeds): ~30 s on a quiet core.
+
+    Returns the ``TrainResult``; its ``final`` checkpoint is a model that has genuinely
+    learned the scenes (tests/test_train_e2e.py checks how much).
+    """
+    from cifrenet_edge.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("train_run")
+    cfg = TrainConfig(
+        data="synthetic:24@160x96,seed=100",
+        iters=60,
+        batch_size=4,
+        crop=(96, 64),
+        lr=0.02,  # short from-scratch run: a higher lr than the paper's learns in 60 steps
+        threads=1,  # one thread: deterministic, and no OpenMP stalls on a busy machine
+        output=str(out),
+        seed=0,
+        quiet=True,
+    )
+    return train(cfg)
+
+
+# -- runtime fixtures (runtime engineer) -----------------------------------------------------
+RUNTIME_RES = (128, 64)
+
+
+@pytest.fixture(scope="session")
+def runtime_content_checkpoint(tmp_path_factory, real_images_dir):
+    """A cityscapes checkpoint whose class map depends on the image, in ~2 s.
+
+    Untrained weights with default BatchNorm statistics give one class everywhere, which
+    makes every "same class map" check vacuous. Re-estimating the BN statistics on the five
+    real photographs (at RUNTIME_RES) makes the random network respond to image content
+    (10+ classes per photo), so a wrong channel order, normalisation or resize shows up.
+    """
+    import cv2
+    import numpy as np
+    import torch
+
+    from cifrenet_edge.runtime.preprocess import preprocess
+    from cifrenet_edge.weights import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model, _ = build_model("cityscapes")
+    p = model.preset
+    frames = [cv2.imread(str(f)) for f in sorted(Path(real_images_dir).glob("*.jpg"))]
+    x = np.concatenate([preprocess(f, RUNTIME_RES, p.mean_bgr, p.scale) for f in frames])
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+            m.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    model.eval()
+    path = tmp_path_factory.mktemp("runtime") / "content.pth"
+    save_checkpoint(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def runtime_content_onnx(runtime_content_checkpoint):
+    """That network through the toolkit's own export (parity-gated), static 128x64 FP32."""
+    from cifrenet_edge.export import export_onnx
+
+    out = runtime_content_checkpoint.parent / "content_128x64_fp32.onnx"
+    return export_onnx(
+        "cityscapes", weights=runtime_content_checkpoint, res=RUNTIME_RES, output=out, quiet=True
+    ).path
+
+
+@pytest.fixture(scope="session")
+def runtime_tiny_onnx(tmp_path_factory):
+    """An untrained 64x32 FP32 export: for thousands of frames where only memory matters."""
+    from cifrenet_edge.export import export_onnx
+
+    out = tmp_path_factory.mktemp("runtime_tiny") / "tiny_64x32_fp32.onnx"
+    return export_onnx("cityscapes", res=(64, 32), output=out, quiet=True).path

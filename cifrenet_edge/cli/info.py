@@ -7,7 +7,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..complexity import model_report
 from ..presets import get_preset, parse_resolution
 from . import app
 
@@ -36,6 +35,8 @@ def info(
         else:
             render_environment(report, console)
         return
+    from ..complexity import model_report  # imports torch: only when this command runs
+
     name = get_preset(preset).name
     resolutions = [parse_resolution(r) for r in (res or DEFAULT_RES)]
     report = model_report(name, resolutions)

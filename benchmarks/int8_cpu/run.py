@@ -1,0 +1,263 @@
+"""INT8 vs FP32 on this CPU, end to end through the toolkit's runtime: one command.
+
+    python benchmarks/int8_cpu/run.py                 # 640x360, ~3-4 minutes
+    python benchmarks/int8_cpu/run.py --rounds 60 --weights best.pth --calib frames/
+
+Exports the FP32 ONNX (``export.export_onnx``), quantizes it (``quantize.quantize_onnx``,
+the TensorRT-style s8 symmetric Q/DQ file), then times, interleaved A,B,C,A,B,C... so load
+from other users hits every candidate alike:
+
+- ``toolkit fp32`` / ``toolkit int8``: ``Segmenter.open(path)`` with the runtime's own
+  backend choice, ``predict(frame)`` on a real-sized BGR frame (preprocess + inference +
+  argmax): the number a user gets; the headline is the ratio of the two.
+- every engine on both files, compute only (``backend.infer``): onnxruntime and OpenVINO
+  (f32 inference precision, as the runtime sets it), plus OpenVINO with its default
+  inference precision (bf16 on AMX/AVX512-BF16 CPUs) to show what an "FP32" baseline
+  silently becomes without the hint.
+
+It also records why onnxruntime is slow on the s8 file: the op counts of the graph ORT
+actually executes after its own optimisations (float Convs left between Q/DQ pairs).
+Writes ``benchmarks/int8_cpu/results/<host>-<UTC time>.json`` with the machine (CPU model,
+flags, cores, load) and library versions. Without --weights, a linear-probe model
+(``probe.py``) stands in for trained weights; speed does not depend on the weights.
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+FLAGS_OF_INTEREST = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx_vnni_int8",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": sys.version.split()[0]}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln)
+        flags = next(
+            ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")
+        )
+        info["cpu_model"] = model
+        info["flags"] = {f: f in flags for f in FLAGS_OF_INTEREST}
+        info["hypervisor"] = "hypervisor" in flags
+    except (OSError, StopIteration):
+        info["cpu_model"] = platform.processor()
+    info["logical_cores"] = os.cpu_count()
+    info["affinity_cores"] = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    )
+    info["loadavg_start"] = os.getloadavg()
+    versions = {}
+    for mod in ("onnxruntime", "openvino", "onnx", "torch", "numpy", "cv2"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            versions[mod] = None
+    import cifrenet_edge
+
+    versions["cifrenet_edge"] = cifrenet_edge.__version__
+    info["versions"] = versions
+    return info
+
+
+def ort_executed_graph(path: Path) -> dict:
+    """Op counts of the graph onnxruntime really runs (after its Q/DQ fusions)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        ops = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    keys = ("Conv", "QLinearConv", "QuantizeLinear", "DequantizeLinear", "Clip", "Transpose")
+    return {k: ops.get(k, 0) for k in keys}
+
+
+def interleaved(cands: dict, rounds: int, warmup: int = 3) -> dict:
+    for f in cands.values():
+        for _ in range(warmup):
+            f()
+    times = {k: [] for k in cands}
+    for _ in range(rounds):
+        for k, f in cands.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {
+        k: {
+            "median_ms": 1e3 * float(np.median(v)),
+            "p10_ms": 1e3 * float(np.percentile(v, 10)),
+            "p90_ms": 1e3 * float(np.percentile(v, 90)),
+            "n": len(v),
+        }
+        for k, v in times.items()
+    }
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--res", default="640x360")
+    ap.add_argument("--weights", default=None, help="trained checkpoint (default: probe model)")
+    ap.add_argument("--calib", default=None, help="calibration frames (default: 60 synthetic)")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=None, help="default: all cores")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+
+    from cifrenet_edge.data.synthetic import make_scene
+    from cifrenet_edge.export import export_onnx
+    from cifrenet_edge.presets import parse_resolution
+    from cifrenet_edge.quantize import quantize_onnx
+    from cifrenet_edge.runtime import Segmenter
+
+    wh = parse_resolution(args.res)
+    info = {"machine": machine(), "res": list(wh), "rounds": args.rounds}
+    with tempfile.TemporaryDirectory(prefix="int8_bench_") as tmp:
+        tmp = Path(tmp)
+        weights = args.weights
+        if weights is None:
+            sys.path.insert(0, str(HERE))
+            from probe import make_probe_checkpoint
+
+            weights = make_probe_checkpoint(tmp / "probe.pth")
+            info["weights"] = "probe (BN re-estimated, ridge classifier; untrained backbone)"
+        else:
+            info["weights"] = str(weights)
+        calib = args.calib
+        if calib is None:
+            calib = tmp / "calib"
+            calib.mkdir()
+            for s in range(60):
+                cv2.imwrite(str(calib / f"s{s:03d}.png"), make_scene(5000 + s, wh)[0])
+            info["calib"] = "60 synthetic scenes (make_scene seeds 5000-5059)"
+        t0 = time.perf_counter()
+        fp32 = export_onnx(
+            "cityscapes", weights=weights, res=wh, output=tmp / "m_fp32.onnx", quiet=True
+        )
+        # gates off: this measures speed; the quality gate is tested in tests/test_quantize.py
+        int8 = quantize_onnx(
+            fp32.path,
+            calib=calib,
+            output=tmp / "m_int8.onnx",
+            gates={"min_agreement": 0.0, "min_class_agreement": 0.0},
+            quiet=True,
+        )
+        info["prepare_s"] = round(time.perf_counter() - t0, 1)
+        info["int8_agreement_vs_fp32"] = int8.parity["agreement"]
+        info["ort_executed_graph"] = {
+            "fp32": ort_executed_graph(fp32.path),
+            "int8": ort_executed_graph(int8.path),
+        }
+
+        frame = make_scene(4242, wh)[0]
+        x = None
+        seg = {
+            "toolkit fp32": Segmenter.open(fp32.path, threads=args.threads),
+            "toolkit int8": Segmenter.open(int8.path, threads=args.threads),
+        }
+        for name, (path, backend) in {
+            "onnxruntime fp32": (fp32.path, "onnxruntime"),
+            "onnxruntime int8": (int8.path, "onnxruntime"),
+            "openvino fp32 (f32)": (fp32.path, "openvino"),
+            "openvino int8 (f32)": (int8.path, "openvino"),
+        }.items():
+            seg[name] = Segmenter.open(path, backend=backend, threads=args.threads)
+        info["toolkit_backends"] = {
+            "fp32": seg["toolkit fp32"].backend.name,
+            "int8": seg["toolkit int8"].backend.name,
+        }
+        from cifrenet_edge.runtime.preprocess import preprocess
+
+        m = fp32.manifest
+        x = preprocess(frame, wh, m["mean_bgr"], m["scale"])
+
+        cands = {}
+        for name in ("toolkit fp32", "toolkit int8"):
+            cands[name + " predict"] = (lambda s: lambda: s.predict(frame))(seg[name])
+        for name, s in seg.items():
+            if not name.startswith("toolkit"):
+                cands[name + " infer"] = (lambda b: lambda: b.infer(x))(s.backend)
+        # OpenVINO's default inference precision (no hint): what "FP32" silently becomes.
+        import openvino as ov
+
+        core = ov.Core()
+        cfg = {"PERFORMANCE_HINT": "LATENCY"}
+        if args.threads:
+            cfg["INFERENCE_NUM_THREADS"] = args.threads
+        dflt = core.compile_model(str(fp32.path), "CPU", cfg)
+        info["openvino_default_inference_precision"] = str(
+            dflt.get_property("INFERENCE_PRECISION_HINT")
+        )
+        req = dflt.create_infer_request()
+        cands["openvino fp32 (default precision) infer"] = lambda: req.infer({0: x})
+
+        res = interleaved(cands, args.rounds)
+        med = {k: v["median_ms"] for k, v in res.items()}
+        info["timings"] = res
+        info["ratios"] = {
+            "toolkit int8 speedup over toolkit fp32 (end to end)": med["toolkit fp32 predict"]
+            / med["toolkit int8 predict"],
+            "openvino int8 over openvino fp32 (f32)": med["openvino fp32 (f32) infer"]
+            / med["openvino int8 (f32) infer"],
+            "onnxruntime int8 over onnxruntime fp32": med["onnxruntime fp32 infer"]
+            / med["onnxruntime int8 infer"],
+            "openvino int8 over onnxruntime fp32": med["onnxruntime fp32 infer"]
+            / med["openvino int8 (f32) infer"],
+            "openvino int8 over openvino fp32 (default bf16)": med[
+                "openvino fp32 (default precision) infer"
+            ]
+            / med["openvino int8 (f32) infer"],
+        }
+        for s in seg.values():
+            s.close()
+    info["machine"]["loadavg_end"] = os.getloadavg()
+    info["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = (
+        Path(args.out)
+        if args.out
+        else HERE
+        / "results"
+        / (f"{socket.gethostname()}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(info, indent=2) + "\n")
+    width = max(len(k) for k in med)
+    for k, v in res.items():
+        print(
+            f"{k:<{width}}  {v['median_ms']:7.1f} ms  "
+            f"(p10 {v['p10_ms']:.1f}, p90 {v['p90_ms']:.1f})"
+        )
+    for k, v in info["ratios"].items():
+        print(f"{k}: {v:.2f}x")
+    print(f"backends chosen by the runtime: {info['toolkit_backends']}")
+    print(f"wrote {out}")
+    return info
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""`cifrenet-edge export`: a verified ONNX model (and INT8/FP16/engine) for a TensorRT target."""
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from . import app
+
+
+@app.command()
+def export(
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="checkpoint (.pth/.safetensors); without it: UNTRAINED model"
+    ),
+    preset: str = typer.Option("cityscapes", help="cityscapes, camvid or helen"),
+    res: str = typer.Option("640x360", "--res", help="WIDTHxHEIGHT (the opt size if --dynamic)"),
+    dynamic: bool = typer.Option(False, "--dynamic", help="dynamic batch, height and width"),
+    min_res: Optional[str] = typer.Option(None, "--min-res", help="dynamic: smallest WxH"),
+    max_res: Optional[str] = typer.Option(None, "--max-res", help="dynamic: largest WxH"),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the target's, 17/13)"),
+    target: Optional[str] = typer.Option(
+        None,
+        help="trt8.2 (Nano), trt8.5 (Xavier), trt8.6 (1080 Ti, the default), trt10, trt11, "
+        "onnxruntime; engines: the installed TensorRT",
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="final file (default models/cifrenet_<preset>_<res>_<prec>)"
+    ),
+    verify_images: Optional[Path] = typer.Option(
+        None, "--verify-images", help="folder of images for the parity gate (default: random)"
+    ),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or int8"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or engine (TensorRT, needs a GPU)"),
+    calib: Optional[str] = typer.Option(
+        None, "--calib", help="INT8 calibration images: folder, video or list file"
+    ),
+    calib_method: str = typer.Option("entropy", help="entropy, minmax or percentile"),
+    calib_count: Optional[int] = typer.Option(None, help="calibration images to use"),
+    keep_float: Optional[str] = typer.Option(
+        None, help="comma-separated layers kept in float (default: classifier,resize)"
+    ),
+    eval_data: Optional[str] = typer.Option(
+        None, "--eval-data", help="KIND:PATH data for the INT8 accuracy gate"
+    ),
+    max_miou_drop: float = typer.Option(1.0, help="INT8 gate: largest allowed mIoU drop (points)"),
+    workspace: Optional[int] = typer.Option(None, help="engine: builder workspace (MiB)"),
+    timing_cache: Optional[Path] = typer.Option(None, help="engine: timing cache file"),
+    dla_core: Optional[int] = typer.Option(None, help="engine: Jetson DLA core"),
+    int8_mode: str = typer.Option("qdq", help="qdq (explicit Q/DQ ONNX) or calibrator (TRT 8/10)"),
+    batch: int = typer.Option(1, help="static batch size (dynamic: the opt batch)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only errors and the summary"),
+) -> None:
+    """Export CIFReNet to ONNX for a TensorRT target, verified against PyTorch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..export import export as run_export
+
+    result = run_export(
+        weights=weights,
+        preset=preset,
+        res=res,
+        dynamic=dynamic,
+        min_res=min_res,
+        max_res=max_res,
+        opset=opset,
+        target=target,
+        output=output,
+        verify_images=verify_images,
+        precision=precision,
+        format=fmt,
+        calib=calib,
+        calib_method=calib_method,
+        calib_count=calib_count,
+        keep_float=keep_float,
+        eval_data=eval_data,
+        max_miou_drop=max_miou_drop,
+        workspace=workspace,
+        timing_cache=timing_cache,
+        dla_core=dla_core,
+        int8_mode=int8_mode,
+        batch=batch,
+        quiet=quiet,
+    )
+    m = result.fp32.manifest
+    par = result.fp32.parity
+    console = Console()
+    table = Table(title="cifrenet-edge export", show_header=False)
+    table.add_column("", style="bold", no_wrap=True)
+    table.add_column("", overflow="fold")  # paths are copied from here: never truncate them
+    for label, path in result.artifacts:
+        table.add_row(label, str(path))
+    final_side = Path(str(result.final) + ".json")
+    table.add_row(
+        "manifest", str(final_side if final_side.is_file() else result.fp32.manifest_path)
+    )
+    dyn = m.get("dynamic")
+    if dyn:
+        shape = (
+            f"dynamic {dyn['min'][0]}x{dyn['min'][1]} .. {dyn['max'][0]}x{dyn['max'][1]} "
+            f"(opt {dyn['opt'][0]}x{dyn['opt'][1]}), batch {dyn['batch'][0]}..{dyn['batch'][2]}"
+        )
+    else:
+        shape = f"{m['resolution'][0]}x{m['resolution'][1]}, batch {m['batch']}"
+    table.add_row("input", f"{shape}, {m['channel_order']} {m['input_layout']}")
+    if dyn:
+        table.add_row(
+            "verified sizes", ", ".join(f"{w}x{h}" for w, h in dyn["verified"]) + " (parity)"
+        )
+    table.add_row("target", f"{m['target']}, opset {m['opset']}")
+    table.add_row(
+        "fp32 parity (ORT vs torch)",
+        f"argmax agreement {par['argmax_agreement']:.4%}, max |logit diff| "
+        f"{par['max_abs_diff']:.2e} on {par['inputs']}",
+    )
+    table.add_row(
+        "weights",
+        m["weights"]["path"] if m["weights"]["trained"] else "[bold red]UNTRAINED[/]",
+    )
+    for name, stage in result.stages.items():
+        table.add_row(name, _describe(stage))
+    console.print(table)
+
+
+def _describe(stage: Any) -> str:
+    """One line about a later stage's result, whatever object its module returns."""
+    parity = getattr(stage, "parity", None)
+    agreement = None
+    if isinstance(parity, dict):
+        agreement = parity.get("argmax_agreement", parity.get("agreement"))
+    if agreement is not None:
+        text = f"{getattr(stage, 'path', '')}: argmax agreement {agreement:.3%} vs FP32"
+        if "logits_snr_db" in parity:
+            text += f", logit SNR {parity['logits_snr_db']:.1f} dB"
+        return text
+    if isinstance(stage, dict) and "miou_drop" in stage:
+        return (
+            f"mIoU FP32 {stage.get('reference_miou')} -> INT8 {stage.get('int8_miou')} "
+            f"(drop {stage['miou_drop']}, allowed {stage.get('max_drop')}) on "
+            f"{stage.get('images')} {stage.get('split', '')} images of {stage.get('data')}"
+        )
+    for attr in ("summary", "path", "engine_path"):
+        value = getattr(stage, attr, None)
+        if value is not None:
+            return str(value() if callable(value) else value)
+    if isinstance(stage, dict):
+        return ", ".join(f"{k}={v}" for k, v in list(stage.items())[:4])
+    return str(stage)

@@ -1,0 +1,189 @@
+"""Backend registry and the rule that picks one for a model file.
+
+Each backend module is imported only when chosen, so a robot with only onnxruntime (or only
+TensorRT) installed never imports the others. numpy + standard library, Python 3.8 syntax.
+
+Which backend runs a file (``choose_backend``), unless ``backend=`` says otherwise:
+
+* ``.pt`` / ``.pth`` / ``.safetensors`` -> ``torch``;
+* ``.engine`` / ``.plan`` -> ``tensorrt``;
+* ``.onnx`` on a GPU (``device="cuda"``/``"tensorrt"``, or ``"auto"`` with onnxruntime-gpu's
+  CUDA provider present) -> ``onnxruntime``;
+* ``.onnx`` on the CPU: an INT8 (Q/DQ) model -> ``openvino`` when it is installed and the CPU
+  is x86-64, else ``onnxruntime``; an FP32/FP16 model -> ``onnxruntime``.
+
+Why: on the same s8 Q/DQ file the INT8 issue measured OpenVINO at 1.37x its own FP32 speed
+while onnxruntime's CPU provider ran it at 0.59x its FP32 (it executes much of a Q/DQ graph as
+quantize/dequantize round trips); for FP32 onnxruntime is the reference the export's parity
+gate checks against, so it stays the default there. The measurement was on x86-64; on ARM
+(Jetson CPUs) the rule falls back to onnxruntime until someone measures it.
+"""
+
+import importlib
+import importlib.util
+import platform
+from typing import Any, Dict, Optional, Tuple, Type
+
+from ...errors import BackendUnavailableError, ConfigError
+from .base import Backend, parse_device
+
+# name -> (module under this package, class name, what to install)
+BACKENDS = {
+    "torch": (
+        "torch",
+        "TorchBackend",
+        "pip install torch (and the toolkit: pip install cifrenet-edge)",
+    ),
+    "onnxruntime": (
+        "onnxruntime",
+        "OnnxRuntimeBackend",
+        "pip install onnxruntime (CPU) or onnxruntime-gpu (NVIDIA; <= 1.26 for a GTX 1080 Ti)",
+    ),
+    "openvino": ("openvino", "OpenVINOBackend", "pip install openvino"),
+    "tensorrt": (
+        "tensorrt",
+        "TensorRTBackend",
+        "TensorRT's Python bindings (JetPack, or pip install tensorrt) and cuda-python "
+        "(pip install cuda-python) on a machine with an NVIDIA GPU",
+    ),
+}
+
+TORCH_SUFFIXES = (".pt", ".pth", ".safetensors")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+SUFFIX_BACKENDS = {
+    ".pt": ("torch",),
+    ".pth": ("torch",),
+    ".safetensors": ("torch",),
+    ".onnx": ("onnxruntime", "openvino"),
+    ".engine": ("tensorrt",),
+    ".plan": ("tensorrt",),
+    ".trt": ("tensorrt",),
+}
+# The library each backend needs, for a cheap "is it installed" check without importing it.
+_LIBRARY = {
+    "torch": "torch",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+}
+
+
+def installed(name: str) -> bool:
+    """Whether the library behind backend ``name`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(_LIBRARY[name]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _ort_has_cuda() -> bool:
+    if not installed("onnxruntime"):
+        return False
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def _x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+
+
+def choose_backend(
+    path: str, manifest: Dict[str, Any], device: str = "auto", backend: Optional[str] = None
+) -> Tuple[str, str]:
+    """The backend name for this file and the reason, one line (shown by the CLI)."""
+    suffix = "." + str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else ""
+    allowed = SUFFIX_BACKENDS.get(suffix)
+    if allowed is None:
+        raise ConfigError(
+            f"cannot tell the model format of {path!r} from its suffix: use .onnx, "
+            ".engine/.plan (TensorRT) or .pt/.pth/.safetensors (PyTorch)"
+        )
+    kind, _ = parse_device(device)
+    if backend is not None:
+        name = backend.strip().lower()
+        if name not in BACKENDS:
+            raise ConfigError(
+                "unknown backend {!r}: use one of {}".format(backend, ", ".join(BACKENDS))
+            )
+        if name not in allowed:
+            raise ConfigError(
+                "backend {!r} cannot run a {} file: use {} (or convert the model with "
+                "`cifrenet-edge export`)".format(name, suffix, " or ".join(allowed))
+            )
+        return name, "requested"
+    if allowed[0] != "onnxruntime":
+        return allowed[0], f"{suffix} file"
+    precision = str(manifest.get("precision", "fp32"))
+    if kind in ("cuda", "tensorrt"):
+        return "onnxruntime", f"ONNX on {kind}"
+    if kind == "auto" and _ort_has_cuda():
+        return "onnxruntime", "ONNX, onnxruntime-gpu's CUDA provider is available"
+    if precision == "int8" and installed("openvino") and _x86():
+        return "openvino", "INT8 Q/DQ on an x86-64 CPU: OpenVINO runs it faster than onnxruntime"
+    if installed("onnxruntime"):
+        return "onnxruntime", f"{precision.upper()} ONNX on the CPU"
+    if installed("openvino"):
+        return "openvino", "onnxruntime is not installed"
+    raise BackendUnavailableError(
+        f"no backend can run {path}: {BACKENDS['onnxruntime'][2]}, or pip install openvino"
+    )
+
+
+def backend_class(name: str) -> Type[Backend]:
+    """Import the backend module; a missing library becomes BackendUnavailableError."""
+    module_name, class_name, install = BACKENDS[name]
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or str(exc)
+        raise BackendUnavailableError(
+            f"the {name} backend cannot be imported ({missing} is missing): install {install}"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if cls is None:  # tolerate another class name, as long as it is a Backend named `name`
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Backend) and value.name == name:
+                cls = value
+                break
+    if cls is None:
+        raise BackendUnavailableError(
+            f"{module.__name__} defines no {class_name}: this installation is incomplete, "
+            "reinstall cifrenet-edge"
+        )
+    return cls
+
+
+def load_backend(
+    name: str,
+    path: str,
+    manifest: Dict[str, Any],
+    input_shape: Tuple[int, int, int, int],
+    device: str = "auto",
+    precision: Optional[str] = None,
+    threads: Optional[int] = None,
+) -> Backend:
+    """Construct backend ``name`` with the keyword contract of ``base.Backend``."""
+    cls = backend_class(name)
+    return cls(
+        path=str(path),
+        manifest=manifest,
+        input_shape=input_shape,
+        device=device,
+        precision=precision,
+        threads=threads,
+    )
+
+
+__all__ = [
+    "BACKENDS",
+    "ENGINE_SUFFIXES",
+    "ONNX_SUFFIXES",
+    "TORCH_SUFFIXES",
+    "Backend",
+    "backend_class",
+    "choose_backend",
+    "installed",
+    "load_backend",
+]

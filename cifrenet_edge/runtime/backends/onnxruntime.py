@@ -1,0 +1,154 @@
+"""ONNX Runtime backend: CPU, CUDA or TensorRT execution provider.
+
+One ``InferenceSession`` shared by every thread: ``session.run`` is documented thread-safe, and
+one session means one copy of the weights and one arena however many callbacks call in.
+ONNX Runtime silently falls back to the CPU when a GPU provider cannot start (missing CUDA
+libraries, wrong driver); a GPU asked for explicitly and not obtained is an error here, not a
+quiet 20x slowdown on a robot.
+
+numpy + onnxruntime only, Python 3.8 syntax.
+"""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import onnxruntime as ort
+
+from ...errors import BackendUnavailableError, ConfigError, ModelFileError
+from .base import Backend, Shape, fixed_precision, parse_device
+
+_PROVIDER_DEVICE = {
+    "TensorrtExecutionProvider": "tensorrt",
+    "CUDAExecutionProvider": "cuda",
+    "CPUExecutionProvider": "cpu",
+}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+class OnnxRuntimeBackend(Backend):
+    """``InferenceSession.run`` on the file's input/output names from the manifest."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str,
+        manifest: Dict[str, Any],
+        input_shape: Shape,
+        device: str = "auto",
+        precision: Optional[str] = None,
+        threads: Optional[int] = None,
+    ) -> None:
+        super().__init__(path, manifest, input_shape, device, precision, threads)
+        kind, index = parse_device(device)
+        trt_fp16 = False
+        if kind == "tensorrt" and precision == "fp16" and manifest.get("precision") == "fp32":
+            trt_fp16 = True  # the TensorRT provider can lower an FP32 graph itself
+            self.precision = "fp16"
+        else:
+            self.precision = fixed_precision(self.name, precision, manifest)
+        providers = self._providers(kind, index, trt_fp16)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: a robot's log is not a debugging console
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+            raise ModelFileError(
+                f"onnxruntime cannot load {path}: {_first_line(exc)} (re-export the model with "
+                "`cifrenet-edge export`)"
+            ) from None
+        active = self.session.get_providers()[0]
+        self.device = _PROVIDER_DEVICE.get(active, active)
+        if self.device != "cpu":
+            self.device = f"{self.device}:{index}"
+        if kind in ("cuda", "tensorrt") and not self.device.startswith(kind):
+            self.close()
+            raise BackendUnavailableError(
+                f"onnxruntime could not start its {kind} provider (it fell back to {active}): "
+                "install onnxruntime-gpu matching your CUDA (<= 1.26 for Pascal GPUs)"
+                + (" and TensorRT 10" if kind == "tensorrt" else "")
+                + ", or use device='cpu'"
+            )
+        self.input_name, self.output_name = self._check_io(manifest)
+
+    def _providers(self, kind: str, index: int, trt_fp16: bool) -> List[Any]:
+        available = ort.get_available_providers()
+        cuda = ("CUDAExecutionProvider", {"device_id": index})
+        if kind == "cpu":
+            return ["CPUExecutionProvider"]
+        if kind == "tensorrt":
+            if "TensorrtExecutionProvider" not in available:
+                raise BackendUnavailableError(
+                    "this onnxruntime has no TensorRT provider (has: {}): install onnxruntime-gpu "
+                    "with TensorRT, or open the .engine file directly".format(", ".join(available))
+                )
+            trt = ("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": trt_fp16})
+            return [trt, cuda, "CPUExecutionProvider"]
+        if kind == "cuda":
+            if "CUDAExecutionProvider" not in available:
+                raise BackendUnavailableError(
+                    "this onnxruntime has no CUDA provider (has: {}): pip uninstall onnxruntime "
+                    "&& pip install onnxruntime-gpu".format(", ".join(available))
+                )
+            return [cuda, "CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in available:  # auto: the GPU when there is one
+            return [cuda, "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+
+    def _check_io(self, manifest: Dict[str, Any]) -> Tuple[str, str]:
+        """The graph must be what the manifest says; anything else is a mislabelled file."""
+        inputs = self.session.get_inputs()
+        outputs = self.session.get_outputs()
+        want_in, want_out = manifest["input_name"], manifest["output_name"]
+        names_in = [i.name for i in inputs]
+        names_out = [o.name for o in outputs]
+        if want_in not in names_in or want_out not in names_out:
+            raise ModelFileError(
+                f"{self.path}: manifest names input {want_in!r} / output {want_out!r} but the "
+                f"graph has inputs {names_in} and outputs {names_out}: re-export the model"
+            )
+        shape = inputs[names_in.index(want_in)].shape
+        dims = [d if isinstance(d, int) else None for d in shape]
+        if len(dims) != 4 or dims[1] not in (3, None):
+            raise ModelFileError(
+                f"{self.path}: input {want_in!r} has shape {shape}, expected N x 3 x H x W: "
+                "re-export the model"
+            )
+        n, _, h, w = dims
+        want_n, _, want_h, want_w = self.input_shape
+        if (h is not None and h != want_h) or (w is not None and w != want_w):
+            raise ModelFileError(
+                f"{self.path}: the graph takes {w}x{h} but its manifest says {want_w}x{want_h}: "
+                "the manifest belongs to another export; re-export the model"
+            )
+        out_shape = outputs[names_out.index(want_out)].shape
+        classes = out_shape[1] if len(out_shape) == 4 else None
+        if isinstance(classes, int) and classes != int(manifest["num_classes"]):
+            raise ModelFileError(
+                f"{self.path}: the graph outputs {classes} classes but its manifest lists "
+                f"{manifest['num_classes']}: re-export the model"
+            )
+        if n is None:
+            self.dynamic_batch = True
+            batch = (manifest.get("dynamic") or {}).get("batch") or [1, 1, 8]
+            self.max_batch = max(int(batch[-1]), 1)
+        else:
+            if n != want_n:
+                raise ConfigError(f"{self.path} has a fixed batch of {n}, not {want_n}")
+            self.max_batch = n
+        return want_in, want_out
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        self._check_open()
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def _close(self) -> None:
+        self.session = None  # type: ignore[assignment]

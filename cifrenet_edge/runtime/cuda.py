@@ -1,0 +1,384 @@
+"""The few CUDA calls the TensorRT backend needs, over cuda-python or pycuda.
+
+Why a wrapper: JetPack 4/5 images often have pycuda and no cuda-python wheel for their
+Python, desktops have cuda-python, and cuda-python itself moved its module
+(``cuda.bindings.runtime`` from 12.6, ``cuda.cudart`` removed in 13). The backend talks to
+one small interface and never to either library directly.
+
+Threads: robot callbacks run on threads the backend did not create. With cuda-python the
+runtime API's primary context is bound to a thread by ``cudaSetDevice``; with pycuda the
+retained primary context is pushed and popped around every call (never ``pycuda.autoinit``,
+which binds a context to the importing thread only). ``activate()`` does the right one.
+
+numpy only, imported lazily; Python 3.8 syntax.
+"""
+
+import contextlib
+import ctypes
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import BackendUnavailableError
+
+CUDA_HINT = (
+    "install cuda-python (`pip install 'cifrenet-edge[cuda]'`, needs Python >= 3.9) or pycuda "
+    "(JetPack: `pip3 install pycuda`), and an NVIDIA driver"
+)
+
+
+def _version_text(v: int) -> str:
+    """CUDA encodes 12.6 as 12060."""
+    return f"{v // 1000}.{(v % 1000) // 10}" if v > 0 else "none"
+
+
+def import_cudart() -> Any:
+    """cuda-python's runtime module, new layout first; ImportError when absent."""
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6 (13.x: only this)
+
+        return cudart
+    except ImportError:
+        from cuda import cudart  # cuda-python < 12.6
+
+        return cudart
+
+
+class CudaApi:
+    """Device memory, pinned host memory, streams, events and graphs on one device."""
+
+    library = "none"
+
+    def __init__(self, device_id: int = 0) -> None:
+        self.device_id = int(device_id)
+
+    # context handling -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        raise NotImplementedError
+
+    # memory / streams / events (handles are ints or library objects; ptrs are ints) -----
+    def malloc(self, nbytes: int) -> int:
+        raise NotImplementedError
+
+    def free(self, ptr: int) -> None:
+        raise NotImplementedError
+
+    def pinned_empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def free_pinned(self, arr: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def stream_create(self) -> Any:
+        raise NotImplementedError
+
+    def stream_handle(self, stream: Any) -> int:
+        raise NotImplementedError
+
+    def stream_sync(self, stream: Any) -> None:
+        raise NotImplementedError
+
+    def stream_destroy(self, stream: Any) -> None:
+        raise NotImplementedError
+
+    def htod_async(self, dst: int, src: np.ndarray, stream: Any) -> None:
+        raise NotImplementedError
+
+    def dtoh_async(self, dst: np.ndarray, src: int, stream: Any) -> None:
+        raise NotImplementedError
+
+    def event_create(self) -> Any:
+        raise NotImplementedError
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        raise NotImplementedError
+
+    def event_elapsed_ms(self, start: Any, end: Any) -> float:
+        raise NotImplementedError
+
+    def event_destroy(self, event: Any) -> None:
+        raise NotImplementedError
+
+    # CUDA graphs (cuda-python only) -----------------------------------------------------
+    supports_graphs = False
+
+    def graph_capture_begin(self, stream: Any) -> None:
+        raise BackendUnavailableError(
+            "CUDA graphs need cuda-python here (pycuda has no graph capture): "
+            "install cuda-python or run without cuda_graph"
+        )
+
+    def graph_capture_end(self, stream: Any) -> Any:
+        raise NotImplementedError
+
+    def graph_launch(self, graph_exec: Any, stream: Any) -> None:
+        raise NotImplementedError
+
+    def graph_destroy(self, graph_exec: Any) -> None:
+        raise NotImplementedError
+
+    # facts --------------------------------------------------------------------------
+    def device_info(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+
+class CudaPython(CudaApi):
+    """cuda-python (NVIDIA's own samples use it since TensorRT 8.6)."""
+
+    library = "cuda-python"
+    supports_graphs = True
+
+    def __init__(self, device_id: int = 0, cudart: Any = None) -> None:
+        super().__init__(device_id)
+        self.rt = cudart if cudart is not None else import_cudart()
+        self._pinned = {}  # type: Dict[int, int]
+        count = self._call(self.rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        if int(count) <= self.device_id:
+            raise BackendUnavailableError(
+                f"CUDA device {self.device_id} requested but {count} found: "
+                f"pick device=cuda:0..{max(int(count) - 1, 0)}"
+            )
+        self._call(self.rt.cudaSetDevice(self.device_id), "cudaSetDevice")
+
+    def _call(self, result: Any, what: str) -> Any:
+        """cuda-python returns (err, value...) tuples; turn a failure into one line."""
+        if isinstance(result, tuple):
+            err, rest = result[0], result[1:]
+        else:
+            err, rest = result, ()
+        if int(err) != 0:
+            name = getattr(err, "name", str(err))
+            hint = (
+                " (no NVIDIA driver or GPU here: run on a machine with an NVIDIA GPU and "
+                "its driver, or use the ONNX model on the CPU)"
+                if int(err) in (35, 100)  # insufficient driver / no device
+                else ""
+            )
+            raise BackendUnavailableError(f"CUDA {what} failed: {name}{hint}")
+        if not rest:
+            return None
+        return rest[0] if len(rest) == 1 else rest
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        # Binds the device's primary context to the calling thread; cheap when it already is.
+        self._call(self.rt.cudaSetDevice(self.device_id), "cudaSetDevice")
+        yield
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self._call(self.rt.cudaMalloc(int(nbytes)), "cudaMalloc"))
+
+    def free(self, ptr: int) -> None:
+        self._call(self.rt.cudaFree(ptr), "cudaFree")
+
+    def pinned_empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        dt = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dt.itemsize
+        ptr = int(self._call(self.rt.cudaMallocHost(max(nbytes, 1)), "cudaMallocHost"))
+        buf = (ctypes.c_byte * max(nbytes, 1)).from_address(ptr)
+        arr = np.frombuffer(buf, dtype=dt, count=int(np.prod(shape))).reshape(tuple(shape))
+        self._pinned[id(arr)] = ptr
+        return arr
+
+    def free_pinned(self, arr: np.ndarray) -> None:
+        ptr = self._pinned.pop(id(arr), None)
+        if ptr is not None:
+            self._call(self.rt.cudaFreeHost(ptr), "cudaFreeHost")
+
+    def stream_create(self) -> Any:
+        return self._call(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+
+    def stream_handle(self, stream: Any) -> int:
+        return int(stream)
+
+    def stream_sync(self, stream: Any) -> None:
+        self._call(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+
+    def stream_destroy(self, stream: Any) -> None:
+        self._call(self.rt.cudaStreamDestroy(stream), "cudaStreamDestroy")
+
+    def htod_async(self, dst: int, src: np.ndarray, stream: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._call(
+            self.rt.cudaMemcpyAsync(dst, src.ctypes.data, src.nbytes, kind, stream),
+            "cudaMemcpyAsync(HtoD)",
+        )
+
+    def dtoh_async(self, dst: np.ndarray, src: int, stream: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._call(
+            self.rt.cudaMemcpyAsync(dst.ctypes.data, src, dst.nbytes, kind, stream),
+            "cudaMemcpyAsync(DtoH)",
+        )
+
+    def event_create(self) -> Any:
+        return self._call(self.rt.cudaEventCreate(), "cudaEventCreate")
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        self._call(self.rt.cudaEventRecord(event, stream), "cudaEventRecord")
+
+    def event_elapsed_ms(self, start: Any, end: Any) -> float:
+        self._call(self.rt.cudaEventSynchronize(end), "cudaEventSynchronize")
+        return float(self._call(self.rt.cudaEventElapsedTime(start, end), "cudaEventElapsedTime"))
+
+    def event_destroy(self, event: Any) -> None:
+        self._call(self.rt.cudaEventDestroy(event), "cudaEventDestroy")
+
+    def graph_capture_begin(self, stream: Any) -> None:
+        mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self._call(self.rt.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
+
+    def graph_capture_end(self, stream: Any) -> Any:
+        graph = self._call(self.rt.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
+        graph_exec = self._call(self.rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        self._call(self.rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
+        return graph_exec
+
+    def graph_launch(self, graph_exec: Any, stream: Any) -> None:
+        self._call(self.rt.cudaGraphLaunch(graph_exec, stream), "cudaGraphLaunch")
+
+    def graph_destroy(self, graph_exec: Any) -> None:
+        self._call(self.rt.cudaGraphExecDestroy(graph_exec), "cudaGraphExecDestroy")
+
+    def device_info(self) -> Dict[str, Any]:
+        prop = self._call(
+            self.rt.cudaGetDeviceProperties(self.device_id), "cudaGetDeviceProperties"
+        )
+        name = prop.name
+        if isinstance(name, bytes):
+            name = name.split(b"\0", 1)[0].decode("utf-8", "replace")
+        return {
+            "name": str(name),
+            "compute_capability": f"{prop.major}.{prop.minor}",
+            "total_memory_mib": int(prop.totalGlobalMem) // (1 << 20),
+            "cuda_runtime": _version_text(
+                int(self._call(self.rt.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion"))
+            ),
+            "cuda_driver": _version_text(
+                int(self._call(self.rt.cudaDriverGetVersion(), "cudaDriverGetVersion"))
+            ),
+            "cuda_library": self.library,
+        }
+
+
+class PyCuda(CudaApi):
+    """pycuda with the retained primary context pushed/popped around each call."""
+
+    library = "pycuda"
+
+    def __init__(self, device_id: int = 0, driver: Any = None) -> None:
+        super().__init__(device_id)
+        if driver is None:
+            import pycuda.driver as driver  # never pycuda.autoinit: see the module docstring
+        self.drv = driver
+        self.drv.init()
+        if self.drv.Device.count() <= self.device_id:
+            raise BackendUnavailableError(
+                f"CUDA device {self.device_id} requested but {self.drv.Device.count()} found"
+            )
+        self.device = self.drv.Device(self.device_id)
+        self.context = self.device.retain_primary_context()
+        self._allocs = {}  # type: Dict[int, Any]
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        self.context.push()
+        try:
+            yield
+        finally:
+            self.drv.Context.pop()
+
+    def malloc(self, nbytes: int) -> int:
+        alloc = self.drv.mem_alloc(int(nbytes))
+        self._allocs[int(alloc)] = alloc
+        return int(alloc)
+
+    def free(self, ptr: int) -> None:
+        alloc = self._allocs.pop(int(ptr), None)
+        if alloc is not None:
+            alloc.free()
+
+    def pinned_empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        return self.drv.pagelocked_empty(tuple(shape), np.dtype(dtype))
+
+    def free_pinned(self, arr: np.ndarray) -> None:
+        base = getattr(arr, "base", None)
+        if base is not None and hasattr(base, "free"):
+            base.free()
+
+    def stream_create(self) -> Any:
+        return self.drv.Stream()
+
+    def stream_handle(self, stream: Any) -> int:
+        return int(stream.handle)
+
+    def stream_sync(self, stream: Any) -> None:
+        stream.synchronize()
+
+    def stream_destroy(self, stream: Any) -> None:
+        return None  # freed with the Python object
+
+    def htod_async(self, dst: int, src: np.ndarray, stream: Any) -> None:
+        self.drv.memcpy_htod_async(dst, src, stream)
+
+    def dtoh_async(self, dst: np.ndarray, src: int, stream: Any) -> None:
+        self.drv.memcpy_dtoh_async(dst, src, stream)
+
+    def event_create(self) -> Any:
+        return self.drv.Event()
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        event.record(stream)
+
+    def event_elapsed_ms(self, start: Any, end: Any) -> float:
+        end.synchronize()
+        return float(end.time_since(start))
+
+    def event_destroy(self, event: Any) -> None:
+        return None
+
+    def device_info(self) -> Dict[str, Any]:
+        major, minor = self.device.compute_capability()
+        toolkit = ".".join(str(p) for p in self.drv.get_version()[:2])
+        return {
+            "name": str(self.device.name()),
+            "compute_capability": f"{major}.{minor}",
+            "total_memory_mib": int(self.device.total_memory()) // (1 << 20),
+            "cuda_runtime": toolkit,
+            "cuda_driver": _version_text(int(self.drv.get_driver_version())),
+            "cuda_library": self.library,
+        }
+
+
+def open_cuda(device_id: int = 0, prefer: Optional[str] = None) -> CudaApi:
+    """cuda-python if importable (or ``prefer="pycuda"``), else pycuda; says what is missing."""
+    order = ("pycuda", "cuda-python") if prefer == "pycuda" else ("cuda-python", "pycuda")
+    missing = []
+    for lib in order:
+        try:
+            if lib == "cuda-python":
+                return CudaPython(device_id)
+            return PyCuda(device_id)
+        except ImportError as exc:
+            missing.append(f"{lib} ({exc})")
+    raise BackendUnavailableError(
+        "no CUDA Python library: {}; {}".format("; ".join(missing), CUDA_HINT)
+    )
+
+
+def probe_cuda() -> Tuple[Optional[Dict[str, Any]], str]:
+    """(device facts or None, why not): for `info --env`, never raises."""
+    try:
+        cuda = open_cuda(0)
+    except BackendUnavailableError as exc:
+        return None, str(exc)
+    except Exception as exc:  # a broken driver install must not break `info --env`
+        return None, "{}: {}".format(
+            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""
+        )
+    try:
+        with cuda.activate():
+            return cuda.device_info(), ""
+    except Exception as exc:
+        return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,88 @@
+"""Implicit INT8 calibration (TensorRT 8.x/10.x) with a cache that cannot go stale.
+
+Explicit Q/DQ INT8 is the default everywhere; the calibrator path exists because explicit
+INT8 has been measured slower than calibrator INT8 on some older TensorRT versions
+(NVIDIA/TensorRT#3492, #4365). TensorRT's calibration cache says nothing about what it was
+computed from, so a cache reused after the images, the model or TensorRT changed silently
+gives a wrong engine. Here the cache file name carries a key made of the calibration
+fingerprint, the ONNX sha256 and the TensorRT version: change any of them and the cache is
+recomputed. Removed in TensorRT 11 (callers refuse before reaching this module).
+"""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .._io import write_bytes_atomic
+
+
+def calibration_cache_key(fingerprint: Dict[str, Any], onnx_sha256: str, trt_version: str) -> str:
+    """Stable key of (calibration data, model, TensorRT version)."""
+    blob = json.dumps(
+        {"calibration": fingerprint, "onnx_sha256": onnx_sha256, "tensorrt": trt_version},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def calibration_cache_path(engine_path: Path, key: str) -> Path:
+    return engine_path.with_name(f"{engine_path.stem}.calib-{key[:16]}.cache")
+
+
+def make_entropy_calibrator(
+    trt: Any,
+    cuda: Any,
+    batches: Sequence[np.ndarray],
+    cache_path: Path,
+    input_name: str = "input",
+) -> Any:
+    """An ``IInt8EntropyCalibrator2`` over preprocessed 1x3xhxw float32 batches.
+
+    Built inside a function because the base class lives in the lazily imported TensorRT
+    module. ``cuda`` is a ``runtime.cuda.CudaApi``.
+    """
+    base = trt.IInt8EntropyCalibrator2
+
+    class EntropyCalibrator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)  # pybind11 trampolines need the base __init__ called
+            self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
+            self.index = 0
+            self.cache_path = Path(cache_path)
+            self.nbytes = int(self.batches[0].nbytes) if self.batches else 4
+            self.stream = cuda.stream_create()
+            self.device_ptr = cuda.malloc(self.nbytes)
+            self.used_cache = False
+
+        def get_batch_size(self) -> int:
+            return int(self.batches[0].shape[0]) if self.batches else 1
+
+        def get_batch(self, names: List[str]) -> Optional[List[int]]:
+            if self.index >= len(self.batches):
+                return None  # tells TensorRT calibration is done
+            batch = self.batches[self.index]
+            self.index += 1
+            cuda.htod_async(self.device_ptr, batch, self.stream)
+            cuda.stream_sync(self.stream)
+            return [int(self.device_ptr) for _ in names]
+
+        def read_calibration_cache(self) -> Optional[bytes]:
+            if self.cache_path.is_file():
+                self.used_cache = True
+                return self.cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            write_bytes_atomic(self.cache_path, bytes(cache))
+
+        def release(self) -> None:
+            if self.device_ptr:
+                cuda.free(self.device_ptr)
+                self.device_ptr = 0
+            cuda.stream_destroy(self.stream)
+
+    return EntropyCalibrator()
