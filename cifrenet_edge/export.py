@@ -488,18 +488,23 @@ def _load_model(preset: str, weights: Optional[PathLike]) -> Tuple[torch.nn.Modu
             f"weights {wpath} were trained for preset {saved!r}, not {p.name!r}: "
             f"pass --preset {saved}"
         )
-    if model.num_classes != p.num_classes:
-        from .errors import WeightsError
-
-        raise WeightsError(
-            f"weights {wpath} have {model.num_classes} classes but preset {p.name!r} has "
-            f"{p.num_classes}: export needs the preset's class list (pass the right --preset)"
-        )
-    record = {
+    record: Dict[str, Any] = {
         "path": str(wpath),
         "sha256": sha256_file(wpath),
         "trained": True,
     }
+    if model.num_classes != p.num_classes:
+        # Fine-tuned on the user's own classes: the checkpoint must name them.
+        names = meta.get("classes")
+        if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
+            from .errors import WeightsError
+
+            raise WeightsError(
+                f"weights {wpath} have {model.num_classes} classes but preset {p.name!r} has "
+                f"{p.num_classes} and the checkpoint names none: pass the right --preset or "
+                "save it with cifrenet-edge train (which records the class names)"
+            )
+        record["classes"] = [str(c) for c in names]
     for key in ("epoch", "miou", "dataset", "format"):
         if key in meta and isinstance(meta[key], (str, int, float)):
             record[key] = meta[key]
@@ -1115,7 +1120,7 @@ def export_onnx(
         "format": MANIFEST_FORMAT,
         "kind": "onnx",
         "precision": "fp32",
-        **p.metadata(),
+        **p.metadata(classes=wrecord.pop("classes", None)),
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
         "resolution": None if dynamic else [wh[0], wh[1]],

@@ -6,7 +6,7 @@ read it from here. Torch-free and Python 3.8 syntax.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError
 
@@ -70,6 +70,21 @@ HELEN_PALETTE = [
 ]
 
 
+def generated_palette(n: int) -> List[Tuple[int, int, int]]:
+    """Distinct colours for n classes (the PASCAL VOC bit-interleaving colour map)."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i + 1  # skip black: it reads as "no class" in an overlay
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append((r, g, b))
+    return out
+
+
 def _cityscapes_classes_and_palette():
     # type: () -> Tuple[List[str], List[Tuple[int, int, int]]]
     """The 19 train classes from the official label table, so ids never drift from it."""
@@ -94,13 +109,22 @@ class Preset:
     scale: float = INPUT_SCALE
     ignore_index: int = IGNORE_INDEX
 
-    def metadata(self) -> Dict[str, object]:
-        """The deployment facts a runtime needs, in JSON-ready form."""
+    def metadata(self, classes: Optional[Sequence[str]] = None) -> Dict[str, object]:
+        """The deployment facts a runtime needs, in JSON-ready form.
+
+        ``classes`` overrides the class list for a model fine-tuned on a robot team's own
+        classes (the checkpoint records them); such a model gets distinct generated colours.
+        """
+        names = list(self.classes) if classes is None else [str(c) for c in classes]
+        if names == list(self.classes)[: len(names)]:
+            palette = [list(c) for c in self.palette_rgb[: len(names)]]
+        else:
+            palette = [list(c) for c in generated_palette(len(names))]
         return {
             "preset": self.name,
-            "num_classes": self.num_classes,
-            "classes": list(self.classes),
-            "palette_rgb": [list(c) for c in self.palette_rgb],
+            "num_classes": len(names),
+            "classes": names,
+            "palette_rgb": palette,
             "input_layout": "NCHW",
             "channel_order": "BGR",
             "mean_bgr": list(self.mean_bgr),

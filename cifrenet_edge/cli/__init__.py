@@ -4,6 +4,7 @@ Each command lives in its own module here and holds no logic of its own. Any
 ``CifreNetError`` becomes one line on stderr and exit code 2; no traceback.
 """
 
+import importlib
 import sys
 from typing import List, Optional
 
@@ -25,15 +26,11 @@ def _root() -> None:
     """CIFReNet from PyTorch to ONNX, INT8 and TensorRT engines, benchmarked honestly."""
 
 
-# Importing a command module registers its command on ``app``.
-from . import info as _info  # noqa: E402,F401
-
-for _name in ("export", "predict", "bench", "data", "train", "evaluate"):
-    try:
-        __import__(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != f"{__name__}.{_name}":
-            raise
+# Importing a command module registers its command on ``app``; this order (the order the
+# data flows) is the order `--help` lists them in.
+COMMAND_MODULES = ("info", "export", "calib", "predict", "bench", "data", "train", "evaluate")
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"{__name__}.{_name}")
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -52,13 +52,18 @@ def derive_manifest(path: str) -> Dict[str, Any]:
             f"checkpoint {path} names unknown preset {preset_name!r}: re-save it with "
             "save_checkpoint for cityscapes, camvid or helen"
         ) from None
-    manifest = dict(preset.metadata())
     num_classes = int(info.get("num_classes", preset.num_classes))
+    names = info.get("classes")
     if num_classes != preset.num_classes:
-        raise ModelFileError(
-            f"checkpoint {path} has {num_classes} classes but preset {preset.name!r} names "
-            f"{preset.num_classes}: add a {Path(path).name}.json manifest with its class names"
-        )
+        if not isinstance(names, (list, tuple)) or len(names) != num_classes:
+            raise ModelFileError(
+                f"checkpoint {path} has {num_classes} classes but preset {preset.name!r} names "
+                f"{preset.num_classes}: add a {Path(path).name}.json manifest with its class "
+                "names (cifrenet-edge train records them)"
+            )
+        manifest = dict(preset.metadata(classes=names))
+    else:
+        manifest = dict(preset.metadata())
     manifest.update(
         {
             "format": MANIFEST_FORMAT,
