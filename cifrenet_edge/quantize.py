@@ -331,6 +331,8 @@ class _Grouped(Sequence[np.ndarray]):
         return self.n
 
     def __getitem__(self, i):  # type: ignore[override]
+        if not 0 <= i < self.n:
+            raise IndexError(i)  # ends iteration (Sequence's __iter__ relies on it)
         m = len(self.batches)
         idx = [(i * self.batch + k) % m for k in range(self.batch)]  # wraps if too few
         return np.concatenate([self.batches[j] for j in idx])
