@@ -202,7 +202,7 @@ def test_render_shows_paper_row_and_definitions():
     con = Console(record=True, width=250)
     B.render_report(_fake_report(rows), con)
     out = con.export_text()
-    assert "paper (GTX 1080 Ti (PyTorch, batch 1))" in out and "62.5" in out
+    assert "paper (1080 Ti, PyTorch)" in out and "62.5" in out
     assert "Compute latency" in out and "End-to-end latency" in out and "Warm-up" in out
     assert "x[tensorrt]" in out  # rich markup in reasons is escaped, not eaten
     assert "[no GPU here]" in out

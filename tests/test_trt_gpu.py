@@ -2,7 +2,8 @@
 
 Marked ``gpu``: conftest skips them (with the reason) where TensorRT, cuda-python or an
 NVIDIA driver is missing. They are written to pass unchanged on a GPU machine with
-TensorRT 8.5+ (8.2 needs opset 13 exports: see docs/deploying.md). Models are untrained
+TensorRT 8.5+ (8.2 needs opset 13 exports: see the README's deploying section). Models are
+untrained
 (random weights), so the agreement thresholds compare engines with the same file in ONNX
 Runtime, not with ground truth.
 """

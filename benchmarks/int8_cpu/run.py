@@ -4,8 +4,8 @@
     python benchmarks/int8_cpu/run.py --rounds 60 --weights best.pth --calib frames/
 
 Exports the FP32 ONNX (``export.export_onnx``), quantizes it (``quantize.quantize_onnx``,
-the TensorRT-style s8 symmetric Q/DQ file), then times, interleaved A,B,C,A,B,C... so load
-from other users hits every candidate alike:
+the TensorRT-style s8 symmetric Q/DQ file), then times, interleaved in reshuffled blocks
+(the bench's scheduler) so load from other users hits every candidate alike:
 
 - ``toolkit fp32`` / ``toolkit int8``: ``Segmenter.open(path)`` with the runtime's own
   backend choice, ``predict(frame)`` on a real-sized BGR frame (preprocess + inference +
@@ -99,23 +99,24 @@ def ort_executed_graph(path: Path) -> dict:
 
 
 def interleaved(cands: dict, rounds: int, warmup: int = 3) -> dict:
-    for f in cands.values():
-        for _ in range(warmup):
-            f()
-    times = {k: [] for k in cands}
-    for _ in range(rounds):
-        for k, f in cands.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
+    """Time every candidate with the bench's own scheduler (``bench.run_interleaved``):
+    round-robin blocks in a reshuffled order, each opened by one untimed query so that one
+    library's spin-waiting worker threads do not bill the next library's timed query."""
+    from cifrenet_edge.bench import Series, run_interleaved
+
+    series = [Series(k, f) for k, f in cands.items()]
+    run_interleaved(series, warmup=warmup, iters=rounds, seconds=None)
+    for s in series:
+        if s.error:
+            raise RuntimeError(f"{s.key}: {s.error}")
     return {
-        k: {
-            "median_ms": 1e3 * float(np.median(v)),
-            "p10_ms": 1e3 * float(np.percentile(v, 10)),
-            "p90_ms": 1e3 * float(np.percentile(v, 90)),
-            "n": len(v),
+        s.key: {
+            "median_ms": float(np.median(s.samples_ms)),
+            "p10_ms": float(np.percentile(s.samples_ms, 10)),
+            "p90_ms": float(np.percentile(s.samples_ms, 90)),
+            "n": len(s.samples_ms),
         }
-        for k, v in times.items()
+        for s in series
     }
 
 

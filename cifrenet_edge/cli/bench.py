@@ -4,9 +4,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
-from . import app
+from . import app, make_console
 
 
 @app.command()
@@ -63,8 +62,8 @@ def bench(
     """Benchmark every backend and precision available here (compute and end-to-end latency)."""
     from .. import bench as B
 
-    console = Console()
-    err = Console(stderr=True)
+    console = make_console()
+    err = make_console(stderr=True)
     resolutions = B.parse_resolutions(res) if res else None
     if estimate_only:
         from ..estimate import estimate as run_estimate

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from . import app
+from . import app, make_console
 
 
 @app.command("eval")
@@ -25,7 +25,6 @@ def evaluate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or table"),
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy of a deployed model (via the Segmenter)."""
-    from rich.console import Console
 
     from .._io import write_json_atomic
     from ..evaluate import evaluate, format_table, result_lines
@@ -45,5 +44,5 @@ def evaluate_cmd(
     if json_path is not None:
         write_json_atomic(json_path, result)
     if not quiet:
-        Console().print(format_table(result))
+        make_console().print(format_table(result))
     typer.echo(result_lines(result))

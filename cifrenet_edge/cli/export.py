@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import typer
 
-from . import app
+from . import app, make_console
 
 
 @app.command()
@@ -52,7 +52,6 @@ def export(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="only errors and the summary"),
 ) -> None:
     """Export CIFReNet to ONNX for a TensorRT target, verified against PyTorch."""
-    from rich.console import Console
     from rich.table import Table
 
     from ..export import export as run_export
@@ -85,7 +84,7 @@ def export(
     )
     m = result.fp32.manifest
     par = result.fp32.parity
-    console = Console()
+    console = make_console()
     table = Table(title="cifrenet-edge export", show_header=False)
     table.add_column("", style="bold", no_wrap=True)
     table.add_column("", overflow="fold")  # paths are copied from here: never truncate them

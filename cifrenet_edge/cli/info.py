@@ -4,11 +4,10 @@ import json
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..presets import get_preset, parse_resolution
-from . import app
+from . import app, make_console
 
 DEFAULT_RES = ["640x360", "512x512", "713x713", "1024x448", "1024x512"]
 
@@ -25,7 +24,7 @@ def info(
     ),
 ) -> None:
     """Parameters, multiply-adds and FLOPs per resolution beside the paper's figures."""
-    console = Console()
+    console = make_console()
     if env:
         from ..env import environment_report, render_environment
 

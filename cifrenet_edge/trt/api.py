@@ -17,7 +17,8 @@ from ..errors import BackendUnavailableError
 
 Version = Tuple[int, int, int]
 
-# The versions the conformance tests cover, one per deployment target (see docs/deploying.md).
+# The versions the conformance tests cover, one per deployment target (README: "Deploying
+# on a 1080 Ti / on a Jetson").
 SUPPORTED_VERSIONS = ("8.2.1", "8.5.2", "8.6.1", "10.3.0", "10.16", "11.1")
 
 INSTALL_HINT = (

@@ -268,7 +268,7 @@ def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_file: Path) -> Any:
         first = "; ".join(e.splitlines()[0] for e in errs[:3]) or "no details"
         raise ExportError(
             f"TensorRT's ONNX parser rejected {onnx_file.name}: {first} (re-export for this "
-            "TensorRT with `cifrenet-edge export --target ...`; see docs/deploying.md)"
+            "TensorRT with `cifrenet-edge export --target ...`; see the README's deploying section)"
         )
     return parser
 

@@ -12,11 +12,14 @@ Which backend runs a file (``choose_backend``), unless ``backend=`` says otherwi
 * ``.onnx`` on the CPU: an INT8 (Q/DQ) model -> ``openvino`` when it is installed and the CPU
   is x86-64, else ``onnxruntime``; an FP32/FP16 model -> ``onnxruntime``.
 
-Why: on the same s8 Q/DQ file the INT8 issue measured OpenVINO at 1.37x its own FP32 speed
-while onnxruntime's CPU provider ran it at 0.59x its FP32 (it executes much of a Q/DQ graph as
-quantize/dequantize round trips); for FP32 onnxruntime is the reference the export's parity
-gate checks against, so it stays the default there. The measurement was on x86-64; on ARM
-(Jetson CPUs) the rule falls back to onnxruntime until someone measures it.
+Why (benchmarks/int8_cpu/README.md, benchmarks/results/): on the same s8 Q/DQ file OpenVINO
+runs INT8 about 2x faster than its own true-f32 inference (the issue's earlier 1.37x compared
+against OpenVINO's default, which silently runs "FP32" in bf16 on AMX/AVX512-BF16 CPUs; this
+toolkit pins f32), while onnxruntime's CPU provider runs it at about 0.5x its FP32: with the
+zero point 0 that TensorRT requires it cannot fold ReLU6 into the quantisation, so many
+convolutions stay float between separate Q/DQ kernels. For FP32 onnxruntime is the reference
+the export's parity gate checks against, so it stays the default there. Measured on x86-64;
+on ARM (Jetson CPUs) the rule falls back to onnxruntime until someone measures it.
 """
 
 import importlib
