@@ -70,3 +70,9 @@ class ClosedError(CifreNetError, RuntimeError):
 
 class AccuracyGateError(ExportError):
     """An INT8 model lost more mIoU against FP32 on labelled data than the gate allows."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a library's exception text: what goes inside a one-line error."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

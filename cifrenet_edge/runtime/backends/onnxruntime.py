@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import onnxruntime as ort
 
-from ...errors import BackendUnavailableError, ConfigError, ModelFileError
+from ...errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
 from .base import Backend, Shape, fixed_precision, parse_device
 
 _PROVIDER_DEVICE = {
@@ -22,11 +22,6 @@ _PROVIDER_DEVICE = {
     "CUDAExecutionProvider": "cuda",
     "CPUExecutionProvider": "cpu",
 }
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 class OnnxRuntimeBackend(Backend):
@@ -62,7 +57,7 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
             raise ModelFileError(
-                f"onnxruntime cannot load {path}: {_first_line(exc)} (re-export the model with "
+                f"onnxruntime cannot load {path}: {first_line(exc)} (re-export the model with "
                 "`cifrenet-edge export`)"
             ) from None
         active = self.session.get_providers()[0]

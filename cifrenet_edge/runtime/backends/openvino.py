@@ -24,13 +24,8 @@ try:  # OpenVINO >= 2023.1 exposes the API at the top level
 except ImportError:  # 2022.x (older robot images)
     from openvino.runtime import Core, PartialShape, Tensor
 
-from ...errors import BackendUnavailableError, ModelFileError
+from ...errors import BackendUnavailableError, ModelFileError, first_line
 from .base import Backend, Shape, fixed_precision, parse_device
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 class OpenVINOBackend(Backend):
@@ -61,7 +56,7 @@ class OpenVINOBackend(Backend):
             model = core.read_model(str(path))
         except Exception as exc:
             raise ModelFileError(
-                f"openvino cannot read {path}: {_first_line(exc)} (re-export the model)"
+                f"openvino cannot read {path}: {first_line(exc)} (re-export the model)"
             ) from None
         names_in = [n for p in model.inputs for n in p.get_names()]
         names_out = [n for p in model.outputs for n in p.get_names()]
@@ -91,7 +86,7 @@ class OpenVINOBackend(Backend):
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
             raise ModelFileError(
-                f"openvino cannot compile {path}: {_first_line(exc)} (try backend='onnxruntime')"
+                f"openvino cannot compile {path}: {first_line(exc)} (try backend='onnxruntime')"
             ) from None
         self._in = self.compiled.input(want_in)
         self._out = self.compiled.output(want_out)
