@@ -22,6 +22,8 @@ raises ParityError and no file is left behind.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 import time
@@ -485,20 +487,23 @@ def _quantize_to(
     level = root.level
     root.setLevel(logging.ERROR)  # ORT logs "please pre-process" warnings through root
     try:
-        quantize_static(
-            str(fp32_path),
-            str(out_path),
-            _Reader(batches, input_name),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types,
-            per_channel=True,
-            reduce_range=False,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            calibrate_method=cal,
-            extra_options=extra,
-        )
+        # ORT's calibrators print() a line per calibration stride; the export prints its own
+        # progress and summary, so that chatter is dropped.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(fp32_path),
+                str(out_path),
+                _Reader(batches, input_name),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=op_types,
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded,
+                calibrate_method=cal,
+                extra_options=extra,
+            )
     except Exception as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise ExportError(
