@@ -320,8 +320,12 @@ def load_calibration(
     count: Optional[int] = None,
     mean_bgr: Sequence[float] = BGR_MEAN,
     scale: float = INPUT_SCALE,
+    role: str = "calibration",
 ) -> CalibrationData:
     """Read a calibration source into network inputs at ``wh`` = (width, height).
+
+    ``role="holdout"`` reads a held-out verification set the same way, without the
+    calibration-size advice (a few dozen held-out frames are plenty for agreement).
 
     ``count`` frames are taken evenly spaced over the source (default: all, at most
     ``DEFAULT_COUNT``). Images at another resolution are resized exactly as the runtime
@@ -372,7 +376,7 @@ def load_calibration(
     warnings = []
     if count is not None and len(frames) < count:
         warnings.append(f"asked for {count} calibration frames, {src} gave {len(frames)}")
-    if len(frames) < MIN_RECOMMENDED_COUNT:
+    if role == "calibration" and len(frames) < MIN_RECOMMENDED_COUNT:
         warnings.append(
             f"only {len(frames)} calibration frames (< {MIN_RECOMMENDED_COUNT}): INT8 ranges "
             "may not cover the scenes the camera will see; a few hundred frames are advised"

@@ -748,7 +748,7 @@ def quantize_onnx(
         held = (
             holdout
             if isinstance(holdout, CalibrationData)
-            else load_calibration(holdout, wh, mean_bgr=mean, scale=scale)
+            else load_calibration(holdout, wh, mean_bgr=mean, scale=scale, role="holdout")
         )
         _check_preprocessing(held, wh, mean, scale, "held-out")
         overlap = {f["sha256"] for f in cal.fingerprint.get("files", [])} & {
