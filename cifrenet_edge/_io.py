@@ -35,7 +35,14 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success."""
     target = Path(path).expanduser()
     parent = ensure_writable_dir(target)
-    fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".partial", dir=str(parent))
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix="." + target.name + ".", suffix=".partial", dir=str(parent)
+        )
+    except OSError as exc:  # os.access can say yes (root, read-only mounts, /proc, /sys)
+        raise ConfigError(
+            f"cannot write in output folder {parent}: {exc.strerror} (choose another --output)"
+        ) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -1001,6 +1001,8 @@ def run_bench(
     model_path = Path(model).expanduser() if model else None
     model_manifest: Optional[Dict[str, Any]] = None
     if model_path is not None:
+        if model_path.is_dir():
+            raise ModelFileError(f"--model {model} is a folder: give the model file inside it")
         if not model_path.is_file():
             raise ModelFileError(
                 f"model file {model} does not exist: pass an existing .onnx/.engine, or "

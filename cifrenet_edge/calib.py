@@ -415,6 +415,10 @@ def sample_video(video, out_dir, count: int = DEFAULT_COUNT, ext: str = ".png") 
     """
     count = _check_count(count) or DEFAULT_COUNT
     src = Path(video).expanduser()
+    if src.is_dir():
+        raise CalibrationError(
+            f"{src} is a folder, not a video: pass it to --calib as it is, or give a video file"
+        )
     if not src.is_file():
         raise CalibrationError(f"video {src} does not exist: check the path")
     if ext not in (".png", ".jpg"):
@@ -451,7 +455,12 @@ def sample_video(video, out_dir, count: int = DEFAULT_COUNT, ext: str = ".png") 
             f"could not decode any frame of {src}: convert it to H.264 MP4 or check the file"
         )
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create folder {out}: {exc.strerror} (choose another --out)"
+        ) from None
     from ._io import write_bytes_atomic
 
     written = []

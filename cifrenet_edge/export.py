@@ -1355,6 +1355,9 @@ def export(
                 f"file differently, e.g. --output {other}"
             )
 
+    # Files this run creates; a later stage's failure removes them, so a failed command
+    # leaves nothing new behind (a FP32 file that was already there is kept).
+    fp32_existed = fp32_path.exists()
     fp32 = export_onnx(
         p.name,
         weights,
@@ -1370,66 +1373,72 @@ def export(
         max_res=max_res,
     )
     result = PipelineResult(fp32=fp32, final=final, artifacts=[("fp32 onnx", fp32.path)])
-    onnx_for_engine = fp32.path
+    try:
+        onnx_for_engine = fp32.path
 
-    if precision == "int8" and not calibrator:
-        quantize_onnx = _stage("quantize", "quantize_onnx", "--precision int8")
-        q_path = (
-            final
-            if fmt == "onnx"
-            else folder / default_output_path(p.name, wh, "int8", dynamic, t.name).name
-        )
-        kwargs: Dict[str, Any] = {
-            "calib": calib,
-            "output": q_path,
-            "method": calib_method,
-            "count": calib_count,
-            "quiet": quiet,
-        }
-        kf = _parse_keep_float(keep_float)
-        if kf is not None:
-            kwargs["keep_float"] = kf
-        quant = quantize_onnx(fp32.path, **kwargs)
-        result.stages["quantize"] = quant
-        onnx_for_engine = _path_of(quant)
-        result.artifacts.append(("int8 onnx (Q/DQ)", onnx_for_engine))
-        if eval_data is not None:
-            int8_gate = _stage("evaluate", "int8_gate", "--eval-data")
-            try:
-                gate = int8_gate(onnx_for_engine, fp32.path, eval_data, max_miou_drop)
-                _record_in_onnx(onnx_for_engine, "accuracy_gate", gate)
-            except BaseException:
-                # An INT8 model that failed its accuracy gate must not be left to be deployed.
-                for path in (onnx_for_engine, sidecar_path(onnx_for_engine)):
-                    Path(path).unlink(missing_ok=True)
-                raise
-            result.stages["int8_gate"] = gate
-    elif precision == "fp16" and (fmt == "onnx" or not t.implicit_int8):
-        # TensorRT 11 is strongly typed: FP16 comes only from FP16 tensors in the ONNX file.
-        convert_fp16_onnx = _stage("fp16", "convert_fp16_onnx", "--precision fp16")
-        h_path = (
-            final
-            if fmt == "onnx"
-            else folder / default_output_path(p.name, wh, "fp16", dynamic, t.name).name
-        )
-        half = convert_fp16_onnx(fp32.path, h_path)
-        result.stages["fp16"] = half
-        onnx_for_engine = _path_of(half)
-        result.artifacts.append(("fp16 onnx", onnx_for_engine))
+        if precision == "int8" and not calibrator:
+            quantize_onnx = _stage("quantize", "quantize_onnx", "--precision int8")
+            q_path = (
+                final
+                if fmt == "onnx"
+                else folder / default_output_path(p.name, wh, "int8", dynamic, t.name).name
+            )
+            kwargs: Dict[str, Any] = {
+                "calib": calib,
+                "output": q_path,
+                "method": calib_method,
+                "count": calib_count,
+                "quiet": quiet,
+            }
+            kf = _parse_keep_float(keep_float)
+            if kf is not None:
+                kwargs["keep_float"] = kf
+            quant = quantize_onnx(fp32.path, **kwargs)
+            result.stages["quantize"] = quant
+            onnx_for_engine = _path_of(quant)
+            result.artifacts.append(("int8 onnx (Q/DQ)", onnx_for_engine))
+            if eval_data is not None:
+                int8_gate = _stage("evaluate", "int8_gate", "--eval-data")
+                try:
+                    gate = int8_gate(onnx_for_engine, fp32.path, eval_data, max_miou_drop)
+                    _record_in_onnx(onnx_for_engine, "accuracy_gate", gate)
+                except BaseException:
+                    # An INT8 model that failed its accuracy gate must not be left to be deployed.
+                    for path in (onnx_for_engine, sidecar_path(onnx_for_engine)):
+                        Path(path).unlink(missing_ok=True)
+                    raise
+                result.stages["int8_gate"] = gate
+        elif precision == "fp16" and (fmt == "onnx" or not t.implicit_int8):
+            # TensorRT 11 is strongly typed: FP16 comes only from FP16 tensors in the ONNX file.
+            convert_fp16_onnx = _stage("fp16", "convert_fp16_onnx", "--precision fp16")
+            h_path = (
+                final
+                if fmt == "onnx"
+                else folder / default_output_path(p.name, wh, "fp16", dynamic, t.name).name
+            )
+            half = convert_fp16_onnx(fp32.path, h_path)
+            result.stages["fp16"] = half
+            onnx_for_engine = _path_of(half)
+            result.artifacts.append(("fp16 onnx", onnx_for_engine))
 
-    if fmt == "engine":
-        build_engine = _stage("trt.build", "build_engine", "--format engine")
-        engine = build_engine(
-            onnx_for_engine,
-            precision=precision,
-            output=final,
-            workspace_mib=workspace,
-            timing_cache=timing_cache,
-            dla_core=dla_core,
-            int8_mode=int8_mode if precision == "int8" else None,
-            calib=calib if calibrator else None,
-            quiet=quiet,
-        )
-        result.stages["engine"] = engine
-        result.artifacts.append((f"{precision} TensorRT engine", _path_of(engine)))
+        if fmt == "engine":
+            build_engine = _stage("trt.build", "build_engine", "--format engine")
+            engine = build_engine(
+                onnx_for_engine,
+                precision=precision,
+                output=final,
+                workspace_mib=workspace,
+                timing_cache=timing_cache,
+                dla_core=dla_core,
+                int8_mode=int8_mode if precision == "int8" else None,
+                calib=calib if calibrator else None,
+                quiet=quiet,
+            )
+            result.stages["engine"] = engine
+            result.artifacts.append((f"{precision} TensorRT engine", _path_of(engine)))
+    except BaseException:
+        if not fp32_existed:
+            for path in (fp32.path, sidecar_path(fp32.path)):
+                Path(path).unlink(missing_ok=True)
+        raise
     return result

@@ -313,7 +313,12 @@ def train(
                     state[k] = v.to(device)
 
     out = Path(cfg.output).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create run folder {out}: {exc.strerror} (choose another --output)"
+        ) from None
     meta_common = {"data": str(cfg.data), "classes": classes, "train_config": cfg.plain()}
 
     def save(path: Path, it: int, with_optimizer: bool, extra: Optional[Dict] = None) -> Path:

@@ -21,6 +21,8 @@ CHECKPOINT_FORMAT = "cifrenet-edge-checkpoint/1"
 
 def _read_state(path: Path) -> Dict[str, Any]:
     """Read a file into a flat dict, refusing pickled objects."""
+    if path.is_dir():
+        raise WeightsError(f"weights {path} is a folder: pass the checkpoint file inside it")
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist: pass an existing --weights file")
     try:
@@ -36,6 +38,8 @@ def _read_state(path: Path) -> Dict[str, Any]:
         raise
     except Exception as exc:  # unpickling refusals, truncated files, foreign formats
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first.isdigit():  # torch's legacy reader reports only the bad magic number
+            first = "not a torch.save file"
         raise WeightsError(
             f"cannot read weights {path}: {first[:200]} (give a .pth saved with "
             "torch.save(state_dict) or a .safetensors file)"

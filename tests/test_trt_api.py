@@ -654,6 +654,23 @@ def test_calibrator_feeds_every_batch_then_stops(monkeypatch, real_images_dir, t
     assert cuda.live == {} and s.rec.missing == []
 
 
+def test_calibrator_stacks_frames_for_a_static_batch_engine(real_images_dir, tmp_path):
+    """A batch-2 engine reads 2 frames from each pointer: the buffer must hold both."""
+    from cifrenet_edge.calib import load_calibration
+    from cifrenet_edge.trt.calibrator import make_entropy_calibrator
+
+    s = StandIn("8.6.1", Scenario("8.6.1"))
+    cuda = RecordingCuda()
+    data = load_calibration(real_images_dir, (160, 96))  # 5 frames
+    cal = make_entropy_calibrator(s.module(), cuda, data.batches, tmp_path / "c", batch_size=2)
+    assert cal.get_batch_size() == 2
+    (ptr,) = cal.get_batch(["input"])
+    assert cuda.live[ptr] == 2 * 3 * 96 * 160 * 4
+    assert cal.get_batch(["input"]) is not None and cal.get_batch(["input"]) is None
+    cal.release()
+    assert cuda.live == {}
+
+
 def test_calibration_cache_key_changes_with_each_input():
     from cifrenet_edge.trt.calibrator import calibration_cache_key
 
@@ -801,7 +818,7 @@ def _backend(monkeypatch, tmp_path, version, **kwargs):
     from cifrenet_edge.runtime.backends import tensorrt as trt_backend
 
     s = StandIn(version, Scenario(version))
-    cuda = RecordingCuda()
+    cuda = kwargs.pop("cuda", None) or RecordingCuda()
     monkeypatch.setattr(api, "import_tensorrt", s.module)
     monkeypatch.setattr(trt_backend, "_open_cuda", lambda index: cuda)
     dynamic = kwargs.pop("dynamic", False)
@@ -883,6 +900,134 @@ def test_backend_threads_get_their_own_contexts(monkeypatch, tmp_path):
     for t in threads:
         t.join()
     assert rec.names().count("ICudaEngine.create_execution_context") == 2  # capped, then shared
+    b.close()
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_build_keeps_the_onnx_parser_alive_until_built(version, run_build, monkeypatch):
+    """TensorRT's network points into weights the ONNX parser owns: it must outlive the build."""
+    import gc
+    import weakref
+
+    from cifrenet_edge.trt import build
+
+    parsers: List[Any] = []
+    alive_at_build: List[bool] = []
+    parse = build._parse_onnx
+
+    def tracking_parse(*args: Any) -> Any:
+        parser = parse(*args)
+        parsers.append(weakref.ref(parser))
+        return parser
+
+    orig = Scenario.returns
+
+    def returns(self, s, cls, item, args):
+        if (cls, item) == ("Builder", "build_serialized_network"):
+            gc.collect()
+            alive_at_build.append(all(r() is not None for r in parsers))
+        return orig(self, s, cls, item, args)
+
+    monkeypatch.setattr(build, "_parse_onnx", tracking_parse)
+    monkeypatch.setattr(Scenario, "returns", returns)
+    run_build(version, "fp32")
+    assert len(parsers) == 1 and alive_at_build == [True]
+
+
+class ActiveCheckingCuda(RecordingCuda):
+    """Records every CUDA call made while no CUDA context was activated on the calling thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        super().__init__()
+        self.tls = threading.local()
+        self.outside: List[str] = []
+
+    def activate(self):  # type: ignore[override]
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            self._r("activate")
+            self.tls.depth = getattr(self.tls, "depth", 0) + 1
+            try:
+                yield
+            finally:
+                self.tls.depth -= 1
+
+        return cm()
+
+    def _r(self, name: str) -> None:
+        super()._r(name)
+        if name != "activate" and getattr(self.tls, "depth", 0) == 0:
+            self.outside.append(name)
+
+
+def test_backend_makes_cuda_calls_only_with_the_context_active(monkeypatch, tmp_path):
+    """A thread the backend did not create gets its context/stream/buffers under activate()."""
+    import threading
+
+    cuda = ActiveCheckingCuda()
+    b, _, _ = _backend(monkeypatch, tmp_path, "10.3.0", cuda=cuda, cuda_graph=True)
+    x = np.zeros((1, 3, 96, 160), np.float32)
+    t = threading.Thread(target=b.infer, args=(x,))
+    t.start()
+    t.join()
+    b.benchmark_gpu(iters=2, warmup=1)
+    b.close()
+    assert "stream_create" in cuda.calls and "malloc" in cuda.calls
+    assert cuda.outside == []
+
+
+def _refusing(monkeypatch, items, after=0):
+    """Make the stand-in return False for ``items`` from the ``after``-th call on."""
+    orig = Scenario.returns
+    seen = {"n": 0}
+
+    def returns(self, s, cls, item, args):
+        if item in items:
+            seen["n"] += 1
+            if seen["n"] > after:
+                return False
+        return orig(self, s, cls, item, args)
+
+    monkeypatch.setattr(Scenario, "returns", returns)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_backend_shape_outside_the_profile_is_one_config_error(version, monkeypatch, tmp_path):
+    b, _, _ = _backend(monkeypatch, tmp_path, version, dynamic=True)
+    b.infer(np.zeros((1, 3, 96, 160), np.float32))
+    _refusing(monkeypatch, ("set_input_shape", "set_binding_shape"))
+    with pytest.raises(ConfigError, match="outside the engine's optimisation profile") as err:
+        b.infer(np.zeros((1, 3, 64, 64), np.float32))
+    assert "\n" not in str(err.value)
+    b.close()
+
+
+def test_backend_failed_graph_capture_ends_the_capture(monkeypatch, tmp_path):
+    b, _, cuda = _backend(monkeypatch, tmp_path, "10.3.0", cuda_graph=True)
+    _refusing(monkeypatch, ("execute_async_v3",), after=1)  # warm-up ok, capture fails
+    with pytest.raises(BackendUnavailableError, match="CUDA graph capture"):
+        b.infer(np.zeros((1, 3, 96, 160), np.float32))
+    assert cuda.calls.count("graph_capture_begin") == cuda.calls.count("graph_capture_end") == 1
+    assert "graph_launch" not in cuda.calls
+    b.close()
+
+
+def test_backend_dynamic_engine_shares_one_context(monkeypatch, tmp_path):
+    """One optimisation profile: one execution context may use it at a time."""
+    import threading
+
+    b, rec, _ = _backend(monkeypatch, tmp_path, "10.3.0", dynamic=True, max_contexts=4)
+    x = np.zeros((1, 3, 96, 160), np.float32)
+    threads = [threading.Thread(target=b.infer, args=(x,)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert rec.names().count("ICudaEngine.create_execution_context") == 1
     b.close()
 
 

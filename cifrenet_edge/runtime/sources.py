@@ -307,9 +307,18 @@ class Bag(Source):
             self.reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
             self.reader.open()
         except Exception as exc:
-            raise SourceError(f"cannot read bag {path}: {str(exc)[:200]}") from None
+            raise SourceError(
+                f"cannot read bag {path}: {str(exc)[:200]} (give a ROS 1 .bag file or a "
+                "ROS 2 bag folder; check it is complete: `ros2 bag info` / `rosbag info`)"
+            ) from None
         topics = self.reader.topics
         images = sorted(t for t, info in topics.items() if info.msgtype in IMAGE_TYPES)
+        if not images:
+            self.close()
+            raise SourceError(
+                "bag {} holds no image topic (its topics: {}): record a sensor_msgs/Image or "
+                "CompressedImage topic".format(path, ", ".join(sorted(topics)) or "none")
+            )
         if topic is None:
             if len(images) != 1:
                 self.close()

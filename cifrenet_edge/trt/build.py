@@ -348,7 +348,8 @@ def build_engine(
         parse_file = onnx_file
         if plan.onnx_variant == "fp16":
             parse_file = _fp16_onnx(onnx_file, Path(tmp) / "model_fp16.onnx", version)
-        _parse_onnx(trt, network, logger, parse_file)
+        # The parser owns the weights the network points to: it must outlive the build.
+        parser = _parse_onnx(trt, network, logger, parse_file)
 
         if workspace_mib is not None:
             nbytes = int(workspace_mib) << 20
@@ -411,8 +412,18 @@ def build_engine(
             calib_fp = dict(data.fingerprint)
             key = calibration_cache_key(calib_fp, onnx_sha, version)
             cache_file = calibration_cache_path(out, key)
+            # A static batch-N engine reads N frames per calibration batch (dynamic: the
+            # calibration profile below is fixed at the frames' own batch of 1).
+            cal_n = 1 if dyn else int(src.get("batch") or 1)
+            if len(data.batches) < cal_n:
+                raise CalibrationError(
+                    f"{len(data.batches)} calibration images for a batch-{cal_n} engine: pass at "
+                    f"least {cal_n} (100-500 frames from the deployment camera)"
+                )
             with cuda.activate():
-                calibrator = make_entropy_calibrator(trt, cuda, data.batches, cache_file, in_name)
+                calibrator = make_entropy_calibrator(
+                    trt, cuda, data.batches, cache_file, in_name, batch_size=cal_n
+                )
             config.int8_calibrator = calibrator
             if profile_shapes is not None:
                 shp = tuple(data.batches[0].shape)
@@ -453,6 +464,7 @@ def build_engine(
                 with _spinner(console, label, quiet):
                     serialized = builder.build_serialized_network(network, config)
         seconds = time.monotonic() - start
+        del parser  # only now (see above)
         if serialized is None:
             raise ExportError(
                 f"TensorRT {version} could not build the {precision} engine (its log above says "

@@ -39,32 +39,39 @@ def make_entropy_calibrator(
     batches: Sequence[np.ndarray],
     cache_path: Path,
     input_name: str = "input",
+    batch_size: int = 1,
 ) -> Any:
     """An ``IInt8EntropyCalibrator2`` over preprocessed 1x3xhxw float32 batches.
 
     Built inside a function because the base class lives in the lazily imported TensorRT
-    module. ``cuda`` is a ``runtime.cuda.CudaApi``.
+    module. ``cuda`` is a ``runtime.cuda.CudaApi``. ``batch_size``: the engine's static
+    batch N; TensorRT reads N inputs from the pointer, so N consecutive frames are stacked
+    (a 1-frame buffer would be read past its end). ``batches`` stays lazy (``calib.Batches``
+    preprocesses on access): hundreds of float32 frames at once do not fit a Jetson.
     """
     base = trt.IInt8EntropyCalibrator2
+    n = max(int(batch_size), 1)
 
     class EntropyCalibrator(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             base.__init__(self)  # pybind11 trampolines need the base __init__ called
-            self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
+            self.batches = batches
+            self.count = len(batches) // n
             self.index = 0
             self.cache_path = Path(cache_path)
-            self.nbytes = int(self.batches[0].nbytes) if self.batches else 4
+            self.nbytes = int(np.asarray(batches[0]).nbytes) * n if self.count else 4
             self.stream = cuda.stream_create()
             self.device_ptr = cuda.malloc(self.nbytes)
             self.used_cache = False
 
         def get_batch_size(self) -> int:
-            return int(self.batches[0].shape[0]) if self.batches else 1
+            return n
 
         def get_batch(self, names: List[str]) -> Optional[List[int]]:
-            if self.index >= len(self.batches):
+            if self.index >= self.count:
                 return None  # tells TensorRT calibration is done
-            batch = self.batches[self.index]
+            rows = [self.batches[self.index * n + k] for k in range(n)]
+            batch = np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
             self.index += 1
             cuda.htod_async(self.device_ptr, batch, self.stream)
             cuda.stream_sync(self.stream)

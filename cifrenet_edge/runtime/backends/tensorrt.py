@@ -127,6 +127,11 @@ class TensorRTBackend(Backend):
             )
         self.cuda_graph = bool(cuda_graph)
         self.max_contexts = max(int(max_contexts), 1)
+        if manifest.get("dynamic"):
+            # "If the engine supports dynamic shapes, each execution context in concurrent use
+            # must use a separate optimization profile" (IExecutionContext docs); the build
+            # makes one profile, so threads share one context, serialised by its lock.
+            self.max_contexts = 1
         self.in_name = str(manifest.get("input_name", "input"))
         self.out_name = str(manifest.get("output_name", "logits"))
         self.dynamic = bool(manifest.get("dynamic"))
@@ -219,7 +224,10 @@ class TensorRTBackend(Backend):
             return slot
         with self._slots_lock:
             if len(self._slots) < self.max_contexts:
-                slot = self._new_slot()
+                # A robot callback thread has no current CUDA context (pycuda) or is bound to
+                # device 0 (runtime API): the context, stream and buffers must be made on ours.
+                with self.cuda.activate():
+                    slot = self._new_slot()
                 self._slots.append(slot)
             else:  # more threads than contexts: they share one, serialised by its lock
                 if self._shared is None:
@@ -231,14 +239,22 @@ class TensorRTBackend(Backend):
     def _set_shape(self, slot: _Slot, shape: Tuple[int, ...]) -> None:
         """Fix the input shape on the context and (re)allocate buffers to fit."""
         ctx, cuda = slot.context, self.cuda
+        ok = True
         if self.caps.tensor_api:
             if self.dynamic:
-                ctx.set_input_shape(self._io["input"]["name"], shape)
+                ok = ctx.set_input_shape(self._io["input"]["name"], shape)
             out_shape = tuple(ctx.get_tensor_shape(self._io["output"]["name"]))
         else:
             if self.dynamic:
-                ctx.set_binding_shape(self._io["input"]["index"], shape)
+                ok = ctx.set_binding_shape(self._io["input"]["index"], shape)
             out_shape = tuple(ctx.get_binding_shape(self._io["output"]["index"]))
+        if ok is False or any(int(d) < 0 for d in out_shape):
+            # TensorRT returns False (and -1 output dims) for a shape outside the profile.
+            raise ConfigError(
+                f"input shape {tuple(shape)} is outside the engine's optimisation profile "
+                f"{(self.manifest.get('engine') or {}).get('profile')}: use a size within it "
+                "or rebuild the engine with a wider --dynamic range"
+            )
         n_in, n_out = int(np.prod(shape)), int(np.prod(out_shape))
         if n_in > slot.capacity or n_out > slot.out_capacity:
             self._free_buffers(slot)
@@ -279,11 +295,24 @@ class TensorRTBackend(Backend):
                 if slot.graph is None:
                     # One plain enqueue first: TensorRT updates shape-dependent state there,
                     # which must not happen inside the capture.
-                    slot.context.execute_async_v3(handle)
+                    graph = None
+                    ok = slot.context.execute_async_v3(handle)
                     self.cuda.stream_sync(slot.stream)
-                    self.cuda.graph_capture_begin(slot.stream)
-                    slot.context.execute_async_v3(handle)
-                    slot.graph = self.cuda.graph_capture_end(slot.stream)
+                    if ok is not False:
+                        self.cuda.graph_capture_begin(slot.stream)
+                        try:
+                            ok = slot.context.execute_async_v3(handle)
+                        finally:
+                            # Always end the capture: a stream left capturing fails every call.
+                            graph = self.cuda.graph_capture_end(slot.stream)
+                    if ok is False:
+                        if graph is not None:
+                            self.cuda.graph_destroy(graph)
+                        raise BackendUnavailableError(
+                            f"TensorRT failed to enqueue {self.path} for CUDA graph capture (see "
+                            "its log above): check GPU memory, or run without cuda_graph"
+                        )
+                    slot.graph = graph
                 self.cuda.graph_launch(slot.graph, slot.stream)
                 return
             ok = slot.context.execute_async_v3(handle)
@@ -378,6 +407,11 @@ class TensorRTBackend(Backend):
             try:
                 n_in, n_out = int(np.prod(slot.shape)), int(np.prod(slot.out_shape))
                 slot.h_in[:n_in] = 0
+                if self.cuda_graph and slot.graph is None:
+                    # Capture (with its plain warm-up enqueue) outside the timed loop: with
+                    # warmup=0 it would otherwise land in the first ``compute`` sample.
+                    self._enqueue(slot)
+                    self.cuda.stream_sync(slot.stream)
                 e0, e1, e2, e3 = slot.events
                 for i in range(int(warmup) + int(iters)):
                     self.cuda.event_record(e0, slot.stream)
