@@ -931,11 +931,13 @@ def _tensor(batch: int, wh: Tuple[int, int], frame: np.ndarray, preset: str) -> 
     return np.ascontiguousarray(np.repeat(x, batch, axis=0))
 
 
-def _gpu_series(row: _Row, iters: int, warmup: int, cuda_graph: bool) -> None:
+def _gpu_series(
+    row: _Row, iters: int, warmup: int, cuda_graph: bool, x: Optional[np.ndarray] = None
+) -> None:
     """TensorRT rows: H2D / GPU Compute Time / D2H from CUDA events (the TRT backend's loop)."""
     r = row.result
     be = row.segmenter.backend
-    times = be.benchmark_gpu(iters=iters, warmup=warmup, cuda_graph=cuda_graph)
+    times = be.benchmark_gpu(iters=iters, warmup=warmup, cuda_graph=cuda_graph, x=x)
     r.compute = summarize(times["compute"], r.batch)
     r.h2d = summarize(times["h2d"], r.batch) if times.get("h2d") else None
     r.d2h = summarize(times["d2h"], r.batch) if times.get("d2h") else None
@@ -1146,7 +1148,7 @@ def run_bench(
             # GPU rows: CUDA-event timing in the backend's own loop, with and without graphs.
             for r in live:
                 if r.result.backend == "tensorrt":
-                    results.extend(_tensorrt_rows(r, iters, seconds, warmup, trtexec))
+                    results.extend(_tensorrt_rows(r, iters, seconds, warmup, trtexec, x))
                 else:
                     results.append(r.result)
             if bare is not None:
@@ -1329,7 +1331,12 @@ def _finish_row(row: _Row, batch: int) -> None:
 
 
 def _tensorrt_rows(
-    row: _Row, iters: Optional[int], seconds: Optional[float], warmup: int, use_trtexec: bool
+    row: _Row,
+    iters: Optional[int],
+    seconds: Optional[float],
+    warmup: int,
+    use_trtexec: bool,
+    x: Optional[np.ndarray] = None,
 ) -> List[BenchResult]:
     """One row per CUDA-graph mode (TRT 10+: both), each cross-checked with trtexec."""
     base = row.result
@@ -1340,7 +1347,7 @@ def _tensorrt_rows(
     n = iters
     if n is None:  # size the loop from a quick probe so it lasts about ``seconds``
         try:
-            probe = be.benchmark_gpu(iters=5, warmup=max(warmup, 1), cuda_graph=False)
+            probe = be.benchmark_gpu(iters=5, warmup=max(warmup, 1), cuda_graph=False, x=x)
         except Exception as exc:
             base.status, base.reason = "failed", f"benchmark_gpu: {_one_line(exc)}"
             return [base]
@@ -1351,7 +1358,7 @@ def _tensorrt_rows(
     for graph in modes:
         r = dataclasses.replace(base, compute=None, cuda_graph=graph, warmup=dict(base.warmup))
         try:
-            _gpu_series(_Row(r, row.segmenter), n, warmup, graph)
+            _gpu_series(_Row(r, row.segmenter), n, warmup, graph, x)
         except BackendUnavailableError as exc:  # e.g. CUDA graphs without cuda-python
             r.status, r.reason = "skipped", str(exc)
         except CifreNetError as exc:

@@ -234,6 +234,10 @@ def init_from_checkpoint(model: CIFReNet, path: Path) -> Dict[str, Any]:
 
 
 def _resume_state(path: Path, model: CIFReNet) -> Dict[str, Any]:
+    if not path.is_file():
+        raise WeightsError(
+            f"--resume {path} does not exist: pass the last.pth of the run to continue"
+        )
     meta = load_weights(model, path)
     if "optimizer" not in meta or "iteration" not in meta:
         raise WeightsError(

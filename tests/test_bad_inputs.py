@@ -148,3 +148,17 @@ def test_failed_int8_export_leaves_no_new_fp32_file(scratch):
     proc = run_cli([*args, "-o", "int8run/m_int8.onnx"], scratch)
     assert_one_line_error(proc, "int8run/calib")
     assert sorted(p.name for p in out.iterdir()) == ["calib"]
+
+
+def test_predict_that_cannot_start_leaves_no_output_folder(scratch, small_fp32_onnx):
+    proc = run_cli(
+        ["predict", str(small_fp32_onnx), "--source", "missing.png", "-o", "pred_out"], scratch
+    )
+    assert_one_line_error(proc, "missing.png")
+    assert not (scratch / "pred_out").exists()
+
+
+def test_train_resume_missing_names_resume(scratch):
+    args = ["train", "--data", "synthetic:4@160x96", "--iters", "1", "--batch-size", "2"]
+    args += ["--crop", "160x96", "--resume", "nope.pth", "-o", "tr_run", "-q"]
+    assert_one_line_error(run_cli(args, scratch), "--resume nope.pth", "last.pth")

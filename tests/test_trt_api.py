@@ -845,6 +845,10 @@ def test_backend_infer_path(version, monkeypatch, tmp_path):
         assert not rec.called("IExecutionContext.execute_async_v2")
     stats = b.benchmark_gpu(iters=3, warmup=1)
     assert [len(stats[k]) for k in ("h2d", "compute", "d2h")] == [3, 3, 3]
+    real = np.full((1, 3, 96, 160), 0.25, np.float32)  # the bench passes a real frame
+    assert len(b.benchmark_gpu(iters=2, warmup=0, x=real)["compute"]) == 2
+    with pytest.raises(ConfigError, match="engine's input shape"):
+        b.benchmark_gpu(iters=1, warmup=0, x=np.zeros((1, 3, 8, 8), np.float32))
     b.close()
     assert cuda.live == {}  # every device buffer freed
 

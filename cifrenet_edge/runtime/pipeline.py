@@ -344,13 +344,19 @@ def run_predict(
     out = Path(output).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output {out} is a file: give a folder")
+    created_out = not out.exists()
     ensure_writable_dir(out / "x")
-    src = open_source(source, topic) if isinstance(source, (str, Path)) else source
     own_model = not isinstance(model, Segmenter)
+    src = None  # type: Optional[Source]
     try:
+        src = open_source(source, topic) if isinstance(source, (str, Path)) else source
         seg = Segmenter.open(model, device=device, backend=backend) if own_model else model
     except BaseException:
-        src.close()
+        if src is not None:
+            src.close()
+        if created_out:  # a run that could not start leaves no empty output folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise
     assert isinstance(seg, Segmenter)
     summary = PredictSummary(src.uri, src.kind, seg.backend.describe())

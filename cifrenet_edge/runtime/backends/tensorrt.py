@@ -385,13 +385,18 @@ class TensorRTBackend(Backend):
         return resize_mask(mask, (frame.shape[1], frame.shape[0]))
 
     def benchmark_gpu(
-        self, iters: int = 200, warmup: int = 20, cuda_graph: bool = False
+        self,
+        iters: int = 200,
+        warmup: int = 20,
+        cuda_graph: bool = False,
+        x: Optional[np.ndarray] = None,
     ) -> Dict[str, Any]:
         """Per-iteration device times in ms, trtexec's terms: ``h2d``, ``compute``, ``d2h``.
 
         CUDA events bracket each step on the slot's stream, so host Python overhead is not
         counted in ``compute`` (trtexec's "GPU Compute Time"); ``latency`` is h2d + compute +
-        d2h from the same events. The input is zeros at the engine's shape.
+        d2h from the same events. The input is ``x`` (a preprocessed real frame: INT8 kernels
+        and denormals behave differently on real data) or zeros at the engine's shape.
         """
         self._check_open()
         if cuda_graph and not (self.caps.cuda_graphs and self.cuda.supports_graphs):
@@ -406,7 +411,15 @@ class TensorRTBackend(Backend):
             self.cuda_graph = bool(cuda_graph)
             try:
                 n_in, n_out = int(np.prod(slot.shape)), int(np.prod(slot.out_shape))
-                slot.h_in[:n_in] = 0
+                if x is None:
+                    slot.h_in[:n_in] = 0
+                elif int(np.prod(x.shape)) != n_in:
+                    raise ConfigError(
+                        f"benchmark input shape {tuple(x.shape)} does not match the engine's "
+                        f"{tuple(slot.shape)}: pass a tensor of the engine's input shape"
+                    )
+                else:
+                    np.copyto(slot.h_in[:n_in].reshape(slot.shape), x, casting="same_kind")
                 if self.cuda_graph and slot.graph is None:
                     # Capture (with its plain warm-up enqueue) outside the timed loop: with
                     # warmup=0 it would otherwise land in the first ``compute`` sample.
