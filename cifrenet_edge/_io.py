@@ -16,15 +16,21 @@ from .errors import ConfigError
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def ensure_writable_dir(path: PathLike) -> Path:
-    """Create the parent folder of ``path`` or fail with a one-line error naming it."""
-    parent = Path(path).expanduser().resolve().parent
+def make_dir(folder: PathLike, what: str = "output folder", option: str = "--output") -> Path:
+    """Create ``folder`` (and parents) or fail with one line naming it and the option to change."""
+    out = Path(folder).expanduser()
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
-            f"cannot create output folder {parent}: {exc.strerror} (choose another --output)"
+            f"cannot create {what} {out}: {exc.strerror} (choose another {option})"
         ) from None
+    return out
+
+
+def ensure_writable_dir(path: PathLike) -> Path:
+    """Create the parent folder of ``path`` or fail with a one-line error naming it."""
+    parent = make_dir(Path(path).expanduser().resolve().parent)
     if not os.access(str(parent), os.W_OK):
         raise ConfigError(f"output folder {parent} is not writable: choose another --output")
     return parent

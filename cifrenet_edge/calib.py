@@ -26,14 +26,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ._io import sha256_file
+from ._io import make_dir, sha256_file
 from .errors import CalibrationError, ConfigError, FrameError
 from .presets import BGR_MEAN, INPUT_SCALE
 from .runtime.preprocess import check_frame, preprocess, resize_bgr
+from .runtime.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264")
 LIST_EXTS = (".txt", ".lst", ".list")
 # Below this many frames the ranges are set by a handful of scenes: one bright sky or one
@@ -173,7 +173,7 @@ def _list_folder(folder: Path) -> Tuple[List[Path], int]:
         raise CalibrationError(
             f"cannot read calibration folder {folder}: {exc.strerror}; check its permissions"
         ) from None
-    images = [p for p in entries if p.suffix.lower() in IMAGE_EXTS]
+    images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
     return images, len(entries) - len(images)
 
 
@@ -303,7 +303,7 @@ def source_kind(path: Path) -> str:
         return "video"
     if suffix in LIST_EXTS:
         return "list"
-    if suffix in IMAGE_EXTS:
+    if suffix in IMAGE_SUFFIXES:
         raise ConfigError(
             f"calibration source {path} is a single image: pass a folder of a few hundred "
             "frames, a video, or a text file listing images"
@@ -356,14 +356,14 @@ def load_calibration(
                     "calibration folder %s: skipped %d file(s) without an image extension (%s)",
                     src,
                     non_images,
-                    ", ".join(IMAGE_EXTS),
+                    ", ".join(IMAGE_SUFFIXES),
                 )
         else:
             paths = _list_file(src)
             root = src.parent
         if not paths:
             raise CalibrationError(
-                f"calibration source {src} holds no images ({', '.join(IMAGE_EXTS)}): "
+                f"calibration source {src} holds no images ({', '.join(IMAGE_SUFFIXES)}): "
                 "put a few hundred frames from the deployment camera there"
             )
         frames, records, names, sk, sizes = _load_images(paths, count, wh, root)
@@ -454,13 +454,7 @@ def sample_video(video, out_dir, count: int = DEFAULT_COUNT, ext: str = ".png") 
         raise CalibrationError(
             f"could not decode any frame of {src}: convert it to H.264 MP4 or check the file"
         )
-    out = Path(out_dir).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create folder {out}: {exc.strerror} (choose another --out)"
-        ) from None
+    out = make_dir(out_dir, "folder", "--out")
     from ._io import write_bytes_atomic
 
     written = []

@@ -81,6 +81,7 @@ from .manifest import (
     write_manifest,
 )
 from .presets import format_resolution, get_preset, parse_resolution
+from .runtime.sources import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `cifrenet-edge --help` must not load torch
     import onnx
@@ -100,7 +101,6 @@ DEFAULT_DYNAMIC_MAX_BATCH = 4  # a four-camera rig; the TensorRT profile needs a
 # Parity thresholds (issue 3): the class map is what a segmentation user sees.
 DEFAULT_MIN_AGREEMENT = 0.9999
 DEFAULT_MAX_ABS_DIFF = 1e-4
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 MAX_VERIFY_IMAGES = 8
 # What a static export may contain after folding; anything else means shape arithmetic leaked.
 SHAPE_OPS = frozenset(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._io import write_json_atomic
+from ._io import make_dir, write_json_atomic
 from .data.datasets import SegDataset, open_dataset
 from .data.transforms import augment
 from .errors import ConfigError, WeightsError
@@ -316,13 +316,7 @@ def train(
                 if torch.is_tensor(v):
                     state[k] = v.to(device)
 
-    out = Path(cfg.output).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create run folder {out}: {exc.strerror} (choose another --output)"
-        ) from None
+    out = make_dir(cfg.output, "run folder")
     meta_common = {"data": str(cfg.data), "classes": classes, "train_config": cfg.plain()}
 
     def save(path: Path, it: int, with_optimizer: bool, extra: Optional[Dict] = None) -> Path:

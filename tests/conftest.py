@@ -11,7 +11,20 @@ from pathlib import Path
 # timings, so this changes speed only.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread for the whole run, also where the user's OMP_NUM_THREADS says more."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TESTS = Path(__file__).resolve().parent
 REAL_IMAGES = TESTS / "data" / "real"
@@ -62,19 +75,10 @@ def small_fp32_export(tmp_path_factory):
 
     Its manifest sidecar sits beside it; treat both as read-only (copy before changing them).
     """
-    import torch
-
     from cifrenet_edge.export import export_onnx
 
     out = tmp_path_factory.mktemp("small_fp32") / "cifrenet_cityscapes_256x128_fp32.onnx"
-    # One torch thread: on a shared, oversubscribed CPU, OpenMP's spinning threads make
-    # small convolutions ~100x slower than a single thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return export_onnx("cityscapes", res=(256, 128), output=out, quiet=True)
-    finally:
-        torch.set_num_threads(threads)
+    return export_onnx("cityscapes", res=(256, 128), output=out, quiet=True)
 
 
 @pytest.fixture(scope="session")

@@ -38,18 +38,6 @@ from cifrenet_edge.manifest import (
 )
 from cifrenet_edge.weights import build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on a shared CPU, OpenMP spinning makes small convs ~100x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SHARED_OPS = Path(__file__).resolve().parents[2] / "shared" / "trt_api"
 PACKAGED_OPS = (
     Path(__file__).resolve().parents[1] / "cifrenet_edge" / "resources" / "onnx_parser_ops"

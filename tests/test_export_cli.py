@@ -7,17 +7,6 @@ import pytest
 from cifrenet_edge.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on a shared CPU, OpenMP spinning makes small convs ~100x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_cli(capsys, *args):
     """Run the real entry point in-process; returns (exit code, stdout, stderr)."""
     try:

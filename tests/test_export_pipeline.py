@@ -10,17 +10,6 @@ from cifrenet_edge.errors import BackendUnavailableError, ConfigError
 from cifrenet_edge.export import _stage, export
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on a shared CPU, OpenMP spinning makes small convs ~100x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_fp16_onnx_pipeline_keeps_the_fp32_reference(tmp_path):
     out = tmp_path / "half.onnx"
     res = export(res=(96, 64), precision="fp16", output=out, quiet=True)

@@ -41,9 +41,9 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..presets import IGNORE_INDEX, get_preset, parse_resolution
+from ..runtime.sources import IMAGE_SUFFIXES
 
 KINDS = ("cityscapes", "camvid", "folder", "synthetic")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val", "test")
 SYNTHETIC_SPLIT_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 
@@ -224,7 +224,7 @@ def _listing(path: Path, limit: int = 6) -> str:
 
 
 def _images_in(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 # --- Cityscapes -------------------------------------------------------------------------------
