@@ -69,7 +69,7 @@ DEFAULT_GATES = {
 
 @dataclass
 class _LocalExportResult:
-    """Same fields as ``export.ExportResult``, used only while export.py is absent."""
+    """Same fields as ``export.ExportResult``, used only while the export package is absent."""
 
     path: Path
     manifest_path: Path
