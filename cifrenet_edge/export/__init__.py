@@ -12,7 +12,8 @@ with it (each module's docstring gives the measured reasons):
 
 ``export_onnx`` makes the FP32 ONNX; ``export`` (``pipeline``) is the whole pipeline the CLI
 runs (FP32 ONNX, then INT8 Q/DQ, the accuracy gate, FP16 or a TensorRT engine), each later
-stage imported lazily from its own module.
+stage imported lazily from its own module and each with its own options class
+(``options``: ``OnnxOptions``, ``Int8Options``, ``EngineOptions``).
 """
 
 from .graph import (
@@ -32,6 +33,15 @@ from .onnx_export import (
     export_onnx,
     warn_untrained,
 )
+from .options import (
+    CALIB_METHODS,
+    FORMATS,
+    INT8_MODES,
+    PRECISIONS,
+    EngineOptions,
+    Int8Options,
+    OnnxOptions,
+)
 from .parity import (
     DEFAULT_MAX_ABS_DIFF,
     DEFAULT_MIN_AGREEMENT,
@@ -39,15 +49,7 @@ from .parity import (
     check_parity,
     parity_frames,
 )
-from .pipeline import (
-    CALIB_METHODS,
-    FORMATS,
-    INT8_MODES,
-    PRECISIONS,
-    PipelineResult,
-    _stage,
-    export,
-)
+from .pipeline import PipelineResult, _stage, export
 from .targets import (
     DEFAULT_OPSET,
     DEFAULT_TARGET,
@@ -80,7 +82,10 @@ __all__ = [
     "SHAPE_OPS",
     "TARGETS",
     "WH",
+    "EngineOptions",
     "ExportResult",
+    "Int8Options",
+    "OnnxOptions",
     "PipelineResult",
     "Target",
     "_stage",

@@ -10,7 +10,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 from .._io import PathLike, atomic_path
 from ..errors import BackendUnavailableError, ConfigError, ExportError
@@ -21,15 +21,10 @@ from ..manifest import (
     sidecar_path,
     write_manifest,
 )
-from ..presets import get_preset
-from .onnx_export import ExportResult, _check_output, _res_tuple, default_output_path, export_onnx
+from .onnx_export import ExportResult, _check_output, default_output_path, export_onnx
+from .options import FORMATS, PRECISIONS, EngineOptions, Int8Options, OnnxOptions
 from .parity import _list_images
-from .targets import DEFAULT_TARGET, get_target, resolve_opset
-
-PRECISIONS = ("fp32", "fp16", "int8")
-FORMATS = ("onnx", "engine")
-CALIB_METHODS = ("entropy", "minmax", "percentile")
-INT8_MODES = ("qdq", "calibrator")
+from .targets import DEFAULT_TARGET, Target
 
 
 @dataclass
@@ -79,16 +74,6 @@ def _record_in_onnx(path: Path, key: str, value: Any) -> None:
     write_manifest(path, manifest)
 
 
-def _parse_keep_float(value: Union[str, Sequence[str], None]) -> Optional[Tuple[str, ...]]:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        items = [v.strip() for v in value.split(",")]
-    else:
-        items = [str(v).strip() for v in value]
-    return tuple(v for v in items if v)
-
-
 def _path_of(result: Any) -> Path:
     """The artifact path of a stage result (an ExportResult-like object or a path)."""
     if isinstance(result, (str, os.PathLike)):
@@ -100,200 +85,201 @@ def _path_of(result: Any) -> Path:
 
 
 def export(
+    onnx: Optional[OnnxOptions] = None,
     *,
-    weights: Optional[PathLike] = None,
-    preset: str = "cityscapes",
-    res: Union[str, Sequence[int]] = (640, 360),
-    dynamic: bool = False,
-    min_res: Union[str, Sequence[int], None] = None,
-    max_res: Union[str, Sequence[int], None] = None,
-    opset: Optional[int] = None,
-    target: Optional[str] = None,
-    output: Optional[PathLike] = None,
-    verify_images: Optional[PathLike] = None,
     precision: str = "fp32",
     format: str = "onnx",
-    calib: Optional[PathLike] = None,
-    calib_method: str = "entropy",
-    calib_count: Optional[int] = None,
-    keep_float: Union[str, Sequence[str], None] = None,
-    eval_data: Optional[str] = None,
-    max_miou_drop: float = 1.0,
-    workspace: Optional[int] = None,
-    timing_cache: Optional[PathLike] = None,
-    dla_core: Optional[int] = None,
-    int8_mode: str = "qdq",
-    batch: int = 1,
+    output: Optional[PathLike] = None,
+    int8: Optional[Int8Options] = None,
+    engine: Optional[EngineOptions] = None,
     quiet: bool = False,
 ) -> PipelineResult:
     """The whole export: FP32 ONNX, then INT8/FP16 and/or a TensorRT engine as asked.
 
-    Every option is validated before the (slow) first stage, so a typo costs no export. The
-    FP32 ONNX is always written (it is the reference every later stage is checked against);
-    ``output`` names the final artifact, intermediates get default names beside it.
-    ``target`` defaults to trt8.6, or for ``format="engine"`` to the TensorRT installed here
-    (the one that builds the engine).
+    Each stage takes its own options object (None: its defaults). Every option is validated
+    before the (slow) first stage, so a typo costs no export. The FP32 ONNX is always
+    written (it is the reference every later stage is checked against); ``output`` names the
+    final artifact, intermediates get default names beside it. ``onnx.target`` defaults to
+    trt8.6, or for ``format="engine"`` to the TensorRT installed here (the one that builds
+    the engine).
     """
+    onnx = onnx if onnx is not None else OnnxOptions()
+    int8 = int8 if int8 is not None else Int8Options()
+    engine = engine if engine is not None else EngineOptions()
     precision = str(precision).lower()
     fmt = str(format).lower()
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown --precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown --format {format!r}: use onnx or engine")
-    if calib_method not in CALIB_METHODS:
-        raise ConfigError(
-            f"unknown --calib-method {calib_method!r}: use one of {', '.join(CALIB_METHODS)}"
-        )
-    if int8_mode not in INT8_MODES:
-        raise ConfigError(f"unknown --int8-mode {int8_mode!r}: use qdq or calibrator")
-    trt_module = None
-    if fmt == "engine":
-        # Fail before the export when this machine cannot build engines at all.
-        trt_module = _stage("trt.api", "import_tensorrt", "--format engine")()
-        if target is None:
-            api = importlib.import_module("cifrenet_edge.trt.api")
-            target = api.target_for_version(api.trt_version(trt_module))
-    t = get_target(target or DEFAULT_TARGET)
-    p = get_preset(preset)
-    wh = _res_tuple(res)
-    resolve_opset(t, opset)
-    if precision == "int8" and calib is None:
-        raise ConfigError("INT8 needs real calibration images: pass --calib DIR|VIDEO|LIST")
-    if precision != "int8" and (calib is not None or keep_float is not None):
-        raise ConfigError("--calib/--keep-float only apply to INT8: add --precision int8")
-    if eval_data is not None and precision != "int8":
-        raise ConfigError("--eval-data gates INT8 accuracy against FP32: add --precision int8")
-    calibrator = precision == "int8" and int8_mode == "calibrator"
-    if calibrator and fmt != "engine":
-        raise ConfigError(
-            "--int8-mode calibrator is TensorRT's implicit INT8 and makes an engine: "
-            "add --format engine, or use --int8-mode qdq for an INT8 ONNX"
-        )
-    if calibrator and not t.implicit_int8:
-        raise ConfigError(
-            f"{t.description} removed INT8 calibrators (explicit Q/DQ only): use --int8-mode qdq"
-        )
-    if calibrator and eval_data is not None:
-        raise ConfigError(
-            "--eval-data evaluates the Q/DQ ONNX on CPU; calibrator INT8 has none: "
-            "use --int8-mode qdq, or evaluate the engine with `cifrenet-edge evaluate`"
-        )
-    if fmt == "engine" and not t.tensorrt:
-        raise ConfigError("--format engine needs a TensorRT --target (trt8.2 ... trt11)")
-    if fmt == "onnx" and any(v is not None for v in (workspace, timing_cache, dla_core)):
-        raise ConfigError(
-            "--workspace/--timing-cache/--dla-core are engine options: add --format engine"
-        )
-    calib_is_path = isinstance(calib, (str, os.PathLike))  # else CalibrationData (library use)
-    if calib_is_path and not Path(calib).expanduser().exists() and ":" not in str(calib):
-        raise ConfigError(f"--calib {calib} does not exist: pass a folder, video or list of images")
-
-    if verify_images is None and calib_is_path:
+    t, p, wh = _check(onnx, precision, fmt, format, int8, engine)
+    calibrator = precision == "int8" and int8.mode == "calibrator"
+    verify_images = onnx.verify_images
+    if verify_images is None and int8.calib_is_path:
         # The calibration frames are the user's own scenes: the best parity inputs there are.
-        cdir = Path(calib).expanduser()
+        cdir = Path(int8.calib).expanduser()
         if cdir.is_dir() and _list_images(cdir):
             verify_images = cdir
-    ext = ".engine" if fmt == "engine" else ".onnx"
-    final = Path(output).expanduser() if output else None
-    if final is None:
-        final = default_output_path(p.name, wh, precision, dynamic, t.name, ext=ext)
-    _check_output(final, ext)
+    final, fp32_path = _output_paths(output, p.name, wh, precision, fmt, onnx.dynamic, t)
     folder = final.parent
-    if precision == "fp32" and fmt == "onnx":
-        fp32_path = final
-    else:
-        fp32_path = folder / default_output_path(p.name, wh, "fp32", dynamic, t.name).name
-        if fp32_path.resolve() == final.resolve():
-            other = final.with_name(f"{final.stem}_{precision}{ext}")
-            raise ConfigError(
-                f"--output {final} is where the FP32 reference goes: name the {precision} "
-                f"file differently, e.g. --output {other}"
-            )
 
     # Files this run creates; a later stage's failure removes them, so a failed command
     # leaves nothing new behind (a FP32 file that was already there is kept).
     fp32_existed = fp32_path.exists()
     fp32 = export_onnx(
         p.name,
-        weights,
+        onnx.weights,
         wh,
-        dynamic,
-        opset,
+        onnx.dynamic,
+        onnx.opset,
         t.name,
         fp32_path,
         verify_images,
-        batch,
+        onnx.batch,
         quiet,
-        min_res=min_res,
-        max_res=max_res,
+        min_res=onnx.min_res,
+        max_res=onnx.max_res,
     )
     result = PipelineResult(fp32=fp32, final=final, artifacts=[("fp32 onnx", fp32.path)])
     try:
         onnx_for_engine = fp32.path
-
         if precision == "int8" and not calibrator:
-            quantize_onnx = _stage("quantize", "quantize_onnx", "--precision int8")
             q_path = (
                 final
                 if fmt == "onnx"
-                else folder / default_output_path(p.name, wh, "int8", dynamic, t.name).name
+                else folder / default_output_path(p.name, wh, "int8", onnx.dynamic, t.name).name
             )
-            kwargs: Dict[str, Any] = {
-                "calib": calib,
-                "output": q_path,
-                "method": calib_method,
-                "count": calib_count,
-                "quiet": quiet,
-            }
-            kf = _parse_keep_float(keep_float)
-            if kf is not None:
-                kwargs["keep_float"] = kf
-            quant = quantize_onnx(fp32.path, **kwargs)
-            result.stages["quantize"] = quant
-            onnx_for_engine = _path_of(quant)
-            result.artifacts.append(("int8 onnx (Q/DQ)", onnx_for_engine))
-            if eval_data is not None:
-                int8_gate = _stage("evaluate", "int8_gate", "--eval-data")
-                try:
-                    gate = int8_gate(onnx_for_engine, fp32.path, eval_data, max_miou_drop)
-                    _record_in_onnx(onnx_for_engine, "accuracy_gate", gate)
-                except BaseException:
-                    # An INT8 model that failed its accuracy gate must not be left to be deployed.
-                    for path in (onnx_for_engine, sidecar_path(onnx_for_engine)):
-                        Path(path).unlink(missing_ok=True)
-                    raise
-                result.stages["int8_gate"] = gate
+            onnx_for_engine = _int8_stage(result, int8, q_path, quiet)
         elif precision == "fp16" and (fmt == "onnx" or not t.implicit_int8):
             # TensorRT 11 is strongly typed: FP16 comes only from FP16 tensors in the ONNX file.
-            convert_fp16_onnx = _stage("fp16", "convert_fp16_onnx", "--precision fp16")
             h_path = (
                 final
                 if fmt == "onnx"
-                else folder / default_output_path(p.name, wh, "fp16", dynamic, t.name).name
+                else folder / default_output_path(p.name, wh, "fp16", onnx.dynamic, t.name).name
             )
-            half = convert_fp16_onnx(fp32.path, h_path)
-            result.stages["fp16"] = half
-            onnx_for_engine = _path_of(half)
-            result.artifacts.append(("fp16 onnx", onnx_for_engine))
-
+            onnx_for_engine = _fp16_stage(result, h_path)
         if fmt == "engine":
-            build_engine = _stage("trt.build", "build_engine", "--format engine")
-            engine = build_engine(
-                onnx_for_engine,
-                precision=precision,
-                output=final,
-                workspace_mib=workspace,
-                timing_cache=timing_cache,
-                dla_core=dla_core,
-                int8_mode=int8_mode if precision == "int8" else None,
-                calib=calib if calibrator else None,
-                quiet=quiet,
-            )
-            result.stages["engine"] = engine
-            result.artifacts.append((f"{precision} TensorRT engine", _path_of(engine)))
+            _engine_stage(result, onnx_for_engine, precision, engine, int8, calibrator, quiet)
     except BaseException:
         if not fp32_existed:
             for path in (fp32.path, sidecar_path(fp32.path)):
                 Path(path).unlink(missing_ok=True)
         raise
     return result
+
+
+def _check(
+    onnx: OnnxOptions,
+    precision: str,
+    fmt: str,
+    format: str,
+    int8: Int8Options,
+    engine: EngineOptions,
+) -> Tuple[Target, Any, Tuple[int, int]]:
+    """Every stage's options checked against each other; the target, preset and size."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown --precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown --format {format!r}: use onnx or engine")
+    default_target = DEFAULT_TARGET
+    if fmt == "engine":
+        # Fail before the export when this machine cannot build engines at all.
+        trt_module = _stage("trt.api", "import_tensorrt", "--format engine")()
+        if onnx.target is None:
+            api = importlib.import_module("cifrenet_edge.trt.api")
+            default_target = api.target_for_version(api.trt_version(trt_module))
+    t, p, wh = onnx.check(default_target)
+    int8.check(precision, fmt, t)
+    if fmt == "engine" and not t.tensorrt:
+        raise ConfigError("--format engine needs a TensorRT --target (trt8.2 ... trt11)")
+    engine.check(fmt)
+    return t, p, wh
+
+
+def _output_paths(
+    output: Optional[PathLike],
+    preset: str,
+    wh: Tuple[int, int],
+    precision: str,
+    fmt: str,
+    dynamic: bool,
+    t: Target,
+) -> Tuple[Path, Path]:
+    """The final artifact (checked writable) and where the FP32 reference goes beside it."""
+    ext = ".engine" if fmt == "engine" else ".onnx"
+    final = Path(output).expanduser() if output else None
+    if final is None:
+        final = default_output_path(preset, wh, precision, dynamic, t.name, ext=ext)
+    _check_output(final, ext)
+    if precision == "fp32" and fmt == "onnx":
+        return final, final
+    fp32_path = final.parent / default_output_path(preset, wh, "fp32", dynamic, t.name).name
+    if fp32_path.resolve() == final.resolve():
+        other = final.with_name(f"{final.stem}_{precision}{ext}")
+        raise ConfigError(
+            f"--output {final} is where the FP32 reference goes: name the {precision} "
+            f"file differently, e.g. --output {other}"
+        )
+    return final, fp32_path
+
+
+def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: bool) -> Path:
+    """INT8 Q/DQ from the FP32 file, then (with eval data) the accuracy gate; the INT8 path."""
+    quantize_onnx = _stage("quantize", "quantize_onnx", "--precision int8")
+    fp32_path = result.fp32.path
+    kwargs: Dict[str, Any] = {
+        "calib": int8.calib,
+        "output": q_path,
+        "method": int8.method,
+        "count": int8.count,
+        "quiet": quiet,
+    }
+    kf = int8.keep_float_names()
+    if kf is not None:
+        kwargs["keep_float"] = kf
+    quant = quantize_onnx(fp32_path, **kwargs)
+    result.stages["quantize"] = quant
+    q = _path_of(quant)
+    result.artifacts.append(("int8 onnx (Q/DQ)", q))
+    if int8.eval_data is not None:
+        int8_gate = _stage("evaluate", "int8_gate", "--eval-data")
+        try:
+            gate = int8_gate(q, fp32_path, int8.eval_data, int8.max_miou_drop)
+            _record_in_onnx(q, "accuracy_gate", gate)
+        except BaseException:
+            # An INT8 model that failed its accuracy gate must not be left to be deployed.
+            for path in (q, sidecar_path(q)):
+                Path(path).unlink(missing_ok=True)
+            raise
+        result.stages["int8_gate"] = gate
+    return q
+
+
+def _fp16_stage(result: PipelineResult, h_path: Path) -> Path:
+    convert_fp16_onnx = _stage("fp16", "convert_fp16_onnx", "--precision fp16")
+    half = convert_fp16_onnx(result.fp32.path, h_path)
+    result.stages["fp16"] = half
+    h = _path_of(half)
+    result.artifacts.append(("fp16 onnx", h))
+    return h
+
+
+def _engine_stage(
+    result: PipelineResult,
+    onnx_path: Path,
+    precision: str,
+    engine: EngineOptions,
+    int8: Int8Options,
+    calibrator: bool,
+    quiet: bool,
+) -> None:
+    build_engine = _stage("trt.build", "build_engine", "--format engine")
+    built = build_engine(
+        onnx_path,
+        precision=precision,
+        output=result.final,
+        workspace_mib=engine.workspace,
+        timing_cache=engine.timing_cache,
+        dla_core=engine.dla_core,
+        int8_mode=int8.mode if precision == "int8" else None,
+        calib=int8.calib if calibrator else None,
+        quiet=quiet,
+    )
+    result.stages["engine"] = built
+    result.artifacts.append((f"{precision} TensorRT engine", _path_of(built)))
