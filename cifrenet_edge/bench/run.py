@@ -2,6 +2,7 @@
 
 import datetime as _dt
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -82,7 +83,8 @@ def run_bench(
     nothing at all can run, ``BackendUnavailableError``.
     """
     t_start = time.perf_counter()
-    _check_options(batch, warmup, iters, seconds, threads)
+    timing = _Timing(batch, warmup, iters, seconds, threads, end_to_end, bare_onnxruntime, trtexec)
+    timing.check()
     from ..presets import get_preset
 
     preset = get_preset(preset).name
@@ -112,25 +114,9 @@ def run_bench(
             prepared = _prepare(
                 preset, wh, batch, plan, cache_dir, weights, trt_precisions, target, log, notes
             )
-        results.extend(
-            _measure(
-                plan,
-                prepared,
-                wh,
-                batch,
-                threads,
-                preset,
-                frame_img,
-                warmup=warmup,
-                iters=iters,
-                seconds=seconds,
-                end_to_end=end_to_end,
-                bare_onnxruntime=bare_onnxruntime,
-                trtexec=trtexec,
-                log=log,
-            )
-        )
+        results.extend(_measure(plan, prepared, wh, preset, frame_img, timing, log))
     config = _config(
+        timing,
         preset,
         model_path,
         model_manifest,
@@ -138,11 +124,6 @@ def run_bench(
         resolutions,
         b_list,
         p_list,
-        batch,
-        warmup,
-        iters,
-        seconds,
-        threads,
         frame,
         cache_dir,
         target,
@@ -164,23 +145,32 @@ def run_bench(
     return report
 
 
-def _check_options(
-    batch: int,
-    warmup: int,
-    iters: Optional[int],
-    seconds: Optional[float],
-    threads: Optional[int],
-) -> None:
-    if batch < 1 or batch > MAX_BATCH:
-        raise ConfigError(f"--batch {batch} is out of range: use 1 to {MAX_BATCH}")
-    if warmup < 0:
-        raise ConfigError(f"--warmup {warmup} is negative: use 0 or more warm-up queries")
-    if iters is not None and iters < 1:
-        raise ConfigError(f"--iters {iters} must be at least 1")
-    if iters is None and (seconds is None or seconds <= 0):
-        raise ConfigError("--seconds must be positive (or give --iters)")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads} must be at least 1")
+@dataclass(frozen=True)
+class _Timing:
+    """How every row is timed: the ``run_bench`` arguments all resolutions share."""
+
+    batch: int
+    warmup: int
+    iters: Optional[int]
+    seconds: Optional[float]
+    threads: Optional[int]
+    end_to_end: bool
+    bare_onnxruntime: bool
+    trtexec: bool
+
+    def check(self) -> None:
+        batch, warmup, iters = self.batch, self.warmup, self.iters
+        seconds, threads = self.seconds, self.threads
+        if batch < 1 or batch > MAX_BATCH:
+            raise ConfigError(f"--batch {batch} is out of range: use 1 to {MAX_BATCH}")
+        if warmup < 0:
+            raise ConfigError(f"--warmup {warmup} is negative: use 0 or more warm-up queries")
+        if iters is not None and iters < 1:
+            raise ConfigError(f"--iters {iters} must be at least 1")
+        if iters is None and (seconds is None or seconds <= 0):
+            raise ConfigError("--seconds must be positive (or give --iters)")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads {threads} must be at least 1")
 
 
 def _given_model(
@@ -303,28 +293,22 @@ def _measure(
     plan: Plan,
     prepared: Prepared,
     wh: Tuple[int, int],
-    batch: int,
-    threads: Optional[int],
     preset: str,
     frame_img: np.ndarray,
-    *,
-    warmup: int,
-    iters: Optional[int],
-    seconds: Optional[float],
-    end_to_end: bool,
-    bare_onnxruntime: bool,
-    trtexec: bool,
+    timing: _Timing,
     log: Callable[[str], None],
 ) -> List[BenchResult]:
     """Every row at one resolution: open, time interleaved, close (even on failure)."""
+    batch, threads, warmup = timing.batch, timing.threads, timing.warmup
+    iters, seconds = timing.iters, timing.seconds
     results: List[BenchResult] = []
     rows = _open_rows(plan, prepared, wh, batch, threads, preset, log)
     try:
         results.extend(r.result for r in rows if r.result.status != "ok")
         live = [r for r in rows if r.result.status == "ok"]
         x = _tensor(batch, wh, frame_img, preset)
-        series = _toolkit_series(live, x, [frame_img] * batch, batch, end_to_end)
-        bare = _bare_row(prepared, live, wh, batch, threads, x) if bare_onnxruntime else None
+        series = _toolkit_series(live, x, [frame_img] * batch, batch, timing.end_to_end)
+        bare = _bare_row(prepared, live, wh, batch, threads, x) if timing.bare_onnxruntime else None
         if bare is not None:
             series.append(bare.compute)
         log(f"{wh[0]}x{wh[1]}: timing {len(series)} series interleaved ...")
@@ -334,7 +318,7 @@ def _measure(
         # GPU rows: CUDA-event timing in the backend's own loop, with and without graphs.
         for r in live:
             if r.result.backend == "tensorrt":
-                results.extend(_tensorrt_rows(r, iters, seconds, warmup, trtexec, x))
+                results.extend(_tensorrt_rows(r, iters, seconds, warmup, timing.trtexec, x))
             else:
                 results.append(r.result)
         if bare is not None:
@@ -410,6 +394,7 @@ def _bare_row(
 
 
 def _config(
+    timing: _Timing,
     preset: str,
     model_path: Optional[Path],
     model_manifest: Optional[Dict[str, Any]],
@@ -417,11 +402,6 @@ def _config(
     resolutions: Sequence[Tuple[int, int]],
     b_list: Sequence[str],
     p_list: Sequence[str],
-    batch: int,
-    warmup: int,
-    iters: Optional[int],
-    seconds: Optional[float],
-    threads: Optional[int],
     frame: Optional[str],
     cache_dir: Path,
     target: str,
@@ -436,12 +416,12 @@ def _config(
         "resolutions": [list(wh) for wh in resolutions],
         "backends": b_list,
         "precisions": p_list,
-        "batch": batch,
-        "warmup": warmup,
-        "iters": iters,
-        "seconds": seconds if iters is None else None,
+        "batch": timing.batch,
+        "warmup": timing.warmup,
+        "iters": timing.iters,
+        "seconds": timing.seconds if timing.iters is None else None,
         "min_iters": 10,
-        "threads": threads,
+        "threads": timing.threads,
         "end_to_end_frame": (
             str(frame) if frame else f"synthetic street scene {FRAME_WH[0]}x{FRAME_WH[1]} (seed 7)"
         ),

@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .. import __version__
 from .._io import PathLike, atomic_path, ensure_writable_dir
@@ -23,6 +23,9 @@ from ..presets import format_resolution, get_preset, parse_resolution
 from .graph import INPUT_NAME, OUTPUT_NAME, WH, _load_model, _normalise_resize, build_onnx
 from .parity import DEFAULT_MAX_ABS_DIFF, DEFAULT_MIN_AGREEMENT, check_parity, parity_frames
 from .targets import DEFAULT_TARGET, check_target_ops, get_target, model_opset, resolve_opset
+
+if TYPE_CHECKING:
+    import onnx
 
 MIN_SIDE = 32  # stride 8 inside; smaller inputs leave the MCIM with nothing to look at
 MAX_SIDE = 8192
@@ -159,7 +162,7 @@ def export_onnx(
     Writes ``output`` (default ``default_output_path``) and its ``.json`` manifest sidecar,
     both only after every gate passed; on any failure neither exists afterwards.
     """
-    import onnx
+    import onnx  # noqa: F401  (as before the split: a missing onnx fails before any work)
 
     p = get_preset(preset)
     t = get_target(target)
@@ -192,13 +195,7 @@ def export_onnx(
         )
     proto = build_onnx(model, wh, opset=the_opset, dynamic=dynamic, batch=batch)
     target_report = check_target_ops(proto, t.name)
-    if dynamic:
-        sizes = list(drange["verify"])
-        batches = [1] * len(sizes)
-        sizes.insert(1, drange["verify"][0])  # the smallest size again, at batch 2
-        batches.insert(1, 2)
-    else:
-        sizes, batches = [wh], [batch]
+    sizes, batches = _parity_sizes(drange, wh, batch)
     parity = check_parity(
         proto,
         model,
@@ -235,23 +232,43 @@ def export_onnx(
         "weights": wrecord,
         "parity": parity,
     }
-    check_manifest(manifest, out)
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, onnx_metadata_props(manifest))
-    with atomic_path(out) as tmp:
-        onnx.save(proto, str(tmp))
-        _check_written(tmp, the_opset, manifest)
-    try:
-        side = write_manifest(out, manifest)
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+    side = _write(proto, out, manifest, the_opset)
     if console:
         console.print(
             f"wrote {out} (+ {side.name}); parity: argmax agreement "
             f"{parity['argmax_agreement']:.4%}, max |diff| {parity['max_abs_diff']:.2e}"
         )
     return ExportResult(path=out, manifest_path=side, manifest=manifest, parity=parity)
+
+
+def _parity_sizes(
+    drange: Optional[Dict[str, Any]], wh: WH, batch: int
+) -> Tuple[List[WH], List[int]]:
+    """The (size, batch) pairs the parity gate runs: a dynamic model's whole range."""
+    if drange is None:
+        return [wh], [batch]
+    sizes = list(drange["verify"])
+    batches = [1] * len(sizes)
+    sizes.insert(1, drange["verify"][0])  # the smallest size again, at batch 2
+    batches.insert(1, 2)
+    return sizes, batches
+
+
+def _write(proto: onnx.ModelProto, out: Path, manifest: Dict[str, Any], opset: int) -> Path:
+    """The ONNX file with its embedded manifest, read back, then the sidecar; both or neither."""
+    import onnx
+
+    check_manifest(manifest, out)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, onnx_metadata_props(manifest))
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+        _check_written(tmp, opset, manifest)
+    try:
+        return write_manifest(out, manifest)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
 
 
 def _check_written(path: Path, opset: int, manifest: Dict[str, Any]) -> None:
