@@ -38,7 +38,9 @@ def export(
     calib_method: str = typer.Option("entropy", help="entropy, minmax or percentile"),
     calib_count: Optional[int] = typer.Option(None, help="calibration images to use"),
     keep_float: Optional[str] = typer.Option(
-        None, help="comma-separated layers kept in float (default: classifier,resize)"
+        None,
+        help="comma-separated layers kept in float (default: classifier,resize; the final "
+        "resize is always float)",
     ),
     eval_data: Optional[str] = typer.Option(
         None, "--eval-data", help="KIND:PATH data for the INT8 accuracy gate"
