@@ -392,6 +392,9 @@ def check_target_ops(
             f"{t.description} ({t.devices}) cannot parse {len(bad)} node(s): {shown}; "
             "pick a newer --target or remove these ops from the model"
         )
+    from .trt.rules import check_target_graph  # what the target's TensorRT refuses (issue 12)
+
+    report["warnings"] = check_target_graph(model, t.name)
     return report
 
 
@@ -1023,6 +1026,15 @@ def _console():
     return Console(stderr=True, highlight=False)
 
 
+def _print_warnings(lines: Sequence[str], quiet: bool) -> None:
+    if lines and not quiet:
+        from rich.markup import escape
+
+        console = _console()
+        for line in lines:
+            console.print(f"[yellow]warning:[/] {escape(line)}")
+
+
 def warn_untrained(console=None) -> None:
     """The loud warning every untrained export prints."""
     from rich.panel import Panel
@@ -1329,6 +1341,9 @@ def export(
         raise ConfigError(
             "--workspace/--timing-cache/--dla-core are engine options: add --format engine"
         )
+    from .trt.rules import check_export_options  # TensorRT's refusals, before minutes of work
+
+    _print_warnings(check_export_options(t.name, precision, int8_mode, dynamic, dla_core), quiet)
     calib_is_path = isinstance(calib, (str, os.PathLike))  # else CalibrationData (library use)
     if calib_is_path and not Path(calib).expanduser().exists() and ":" not in str(calib):
         raise ConfigError(f"--calib {calib} does not exist: pass a folder, video or list of images")
@@ -1397,6 +1412,12 @@ def export(
             result.stages["quantize"] = quant
             onnx_for_engine = _path_of(quant)
             result.artifacts.append(("int8 onnx (Q/DQ)", onnx_for_engine))
+            try:  # the Q/DQ graph meets the target's parser rules, or is not left behind
+                _print_warnings(check_target_ops(onnx_for_engine, t.name)["warnings"], quiet)
+            except BaseException:
+                for path in (onnx_for_engine, sidecar_path(onnx_for_engine)):
+                    Path(path).unlink(missing_ok=True)
+                raise
             if eval_data is not None:
                 int8_gate = _stage("evaluate", "int8_gate", "--eval-data")
                 try:
