@@ -124,6 +124,16 @@ def _console():
     return Console(stderr=True, highlight=False)
 
 
+def print_warnings(lines: Sequence[str], quiet: bool) -> None:
+    """Warnings of a stage (TensorRT rules that only warn), one yellow line each."""
+    if lines and not quiet:
+        from rich.markup import escape
+
+        console = _console()
+        for line in lines:
+            console.print(f"[yellow]warning:[/] {escape(line)}")
+
+
 def warn_untrained(console=None) -> None:
     """The loud warning every untrained export prints."""
     from rich.panel import Panel

@@ -21,10 +21,16 @@ from ..manifest import (
     sidecar_path,
     write_manifest,
 )
-from .onnx_export import ExportResult, _check_output, default_output_path, export_onnx
+from .onnx_export import (
+    ExportResult,
+    _check_output,
+    default_output_path,
+    export_onnx,
+    print_warnings,
+)
 from .options import FORMATS, PRECISIONS, EngineOptions, Int8Options, OnnxOptions
 from .parity import _list_images
-from .targets import DEFAULT_TARGET, Target
+from .targets import DEFAULT_TARGET, Target, check_target_ops
 
 
 @dataclass
@@ -108,7 +114,7 @@ def export(
     engine = engine if engine is not None else EngineOptions()
     precision = str(precision).lower()
     fmt = str(format).lower()
-    t, p, wh = _check(onnx, precision, fmt, format, int8, engine)
+    t, p, wh = _check(onnx, precision, fmt, format, int8, engine, quiet)
     calibrator = precision == "int8" and int8.mode == "calibrator"
     verify_images = onnx.verify_images
     if verify_images is None and int8.calib_is_path:
@@ -171,6 +177,7 @@ def _check(
     format: str,
     int8: Int8Options,
     engine: EngineOptions,
+    quiet: bool = False,
 ) -> Tuple[Target, Any, Tuple[int, int]]:
     """Every stage's options checked against each other; the target, preset and size."""
     if precision not in PRECISIONS:
@@ -189,6 +196,12 @@ def _check(
     if fmt == "engine" and not t.tensorrt:
         raise ConfigError("--format engine needs a TensorRT --target (trt8.2 ... trt11)")
     engine.check(fmt)
+    from ..trt.rules import check_export_options  # TensorRT's refusals, before minutes of work
+
+    print_warnings(
+        check_export_options(t.name, precision, int8.mode, onnx.dynamic, engine.dla_core),
+        quiet,
+    )
     return t, p, wh
 
 
@@ -237,6 +250,12 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
     result.stages["quantize"] = quant
     q = _path_of(quant)
     result.artifacts.append(("int8 onnx (Q/DQ)", q))
+    try:  # the Q/DQ graph meets the target's parser rules, or is not left behind
+        print_warnings(check_target_ops(q, result.fp32.manifest["target"])["warnings"], quiet)
+    except BaseException:
+        for path in (q, sidecar_path(q)):
+            Path(path).unlink(missing_ok=True)
+        raise
     if int8.eval_data is not None:
         int8_gate = _stage("evaluate", "int8_gate", "--eval-data")
         try:
