@@ -188,15 +188,6 @@ INT8_WH = (256, 128)
 ROOT = TESTS.parent
 
 
-def _probe_module():
-    spec = importlib.util.spec_from_file_location(
-        "int8_probe", ROOT / "benchmarks" / "int8_cpu" / "probe.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _write_scenes(folder: Path, seeds, wh=INT8_WH) -> Path:
     import cv2
 
@@ -214,7 +205,9 @@ def int8_env(tmp_path_factory, real_images_dir):
     from cifrenet_edge.export import export_onnx
 
     root = tmp_path_factory.mktemp("int8")
-    weights = _probe_module().make_probe_checkpoint(root / "probe.pth", wh=INT8_WH)
+    from cifrenet_edge.probe import make_probe_checkpoint
+
+    weights = make_probe_checkpoint(root / "probe.pth", wh=INT8_WH)
     fp32 = export_onnx(
         "cityscapes", weights=weights, res=INT8_WH, output=root / "m_fp32.onnx", quiet=True
     )

@@ -19,7 +19,7 @@ It also records why onnxruntime is slow on the s8 file: the op counts of the gra
 actually executes after its own optimisations (float Convs left between Q/DQ pairs).
 Writes ``benchmarks/int8_cpu/results/<host>-<UTC time>.json`` with the machine (CPU model,
 flags, cores, load) and library versions. Without --weights, a linear-probe model
-(``probe.py``) stands in for trained weights; speed does not depend on the weights.
+(``cifrenet_edge.probe``) stands in for trained weights; speed does not depend on the weights.
 """
 
 import argparse
@@ -142,8 +142,7 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         weights = args.weights
         if weights is None:
-            sys.path.insert(0, str(HERE))
-            from probe import make_probe_checkpoint
+            from cifrenet_edge.probe import make_probe_checkpoint
 
             weights = make_probe_checkpoint(tmp / "probe.pth")
             info["weights"] = "probe (BN re-estimated, ridge classifier; untrained backbone)"

@@ -13,6 +13,8 @@ from ..errors import CifreNetError, ConfigError, ModelFileError
 from .constants import CALIB_COUNT
 from .system import _dist_version
 
+OPEN_GATES = {"min_agreement": 0.0, "min_class_agreement": 0.0}
+
 
 def _trt_target() -> str:
     """The export target matching the installed TensorRT (FACTS.md's version table)."""
@@ -152,6 +154,34 @@ def prepare_models(
     return out
 
 
+PROBE_WH = (256, 128)  # the probe is fitted here (seconds); it runs at any resolution
+
+
+def probe_weights(
+    preset: str, cache: Path, log: Callable[[str], None] = lambda s: None
+) -> Tuple[Optional[str], Optional[str]]:
+    """(checkpoint, note) of the probe model for ``preset``, made once into the cache.
+
+    Only the cityscapes preset has one (the synthetic scenes carry its classes); other
+    presets keep untrained weights, and their INT8 agreement says so in the report.
+    """
+    if preset != "cityscapes":
+        return None, None
+    path = cache / f"probe_{preset}_{PROBE_WH[0]}x{PROBE_WH[1]}_seed0_v{__version__}.pth"
+    if not path.is_file():
+        from ..probe import make_probe_checkpoint
+
+        log(f"fitting the probe model {path.name} ...")
+        cache.mkdir(parents=True, exist_ok=True)
+        make_probe_checkpoint(path, wh=PROBE_WH)
+    return str(path), (
+        f"weights: the probe model ({path.name}: random backbone, BatchNorm re-estimated and "
+        "classifier fitted on synthetic street scenes) so that INT8 agreement with FP32 means "
+        "something; speed does not depend on weights, and a trained model's margins are "
+        "larger (pass --weights for yours)"
+    )
+
+
 def calibration_dir(cache: Path, wh: Tuple[int, int]) -> Path:
     return cache / f"calib_synthetic_{wh[0]}x{wh[1]}_{CALIB_COUNT}"
 
@@ -176,8 +206,10 @@ def _quantize(fp32: Path, int8: Path, wh: Tuple[int, int], preset: str, cache: P
         calib = load_calibration(
             str(images), wh, count=CALIB_COUNT, mean_bgr=meta["mean_bgr"], scale=meta["scale"]
         )
+        # Gates off: a speed benchmark must time INT8 whatever its accuracy; the accuracy is
+        # measured and shown beside every INT8 row instead (bench/accuracy.py).
         with contextlib.redirect_stdout(io.StringIO()):
-            quantize_onnx(str(fp32), calib=calib, output=str(int8), quiet=True)
+            quantize_onnx(str(fp32), calib=calib, output=str(int8), quiet=True, gates=OPEN_GATES)
     finally:
         calib_log.setLevel(level)
 

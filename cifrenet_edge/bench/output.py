@@ -69,7 +69,7 @@ def _resolution_table(report: BenchReport, wh: Tuple[int, int], dev: str) -> Any
     cols = ["backend", "precision", "median", "p90", "p99", "max", "mean", "FPS", "img/s"]
     if gpu:
         cols += ["H2D", "D2H", "trtexec GPU compute"]
-    cols += ["e2e median", "e2e p99", "e2e FPS", "warm-up (n, first)"]
+    cols += ["e2e median", "e2e p99", "e2e FPS", "vs FP32", "warm-up (n, first)"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("backend", "precision") else "right")
     paper_fps = report.paper["fps"].get(f"{wh[0]}x{wh[1]}")
@@ -115,10 +115,25 @@ def _resolution_table(report: BenchReport, wh: Tuple[int, int], dev: str) -> Any
             _fmt(e.median_ms if e else None),
             _fmt(e.p99_ms if e else None),
             _fmt(e.fps if e else None, ".1f"),
+            _agreement_cell(r),
             f"{w.get('iters', 0)}, {_fmt(w.get('first_ms'), '.1f')}" if w else "-",
         ]
         t.add_row(*cells)
     return t
+
+
+def _agreement_cell(r: Any) -> str:
+    """INT8 rows: pixel agreement of the class map with FP32 (7-bit weights marked 'w7')."""
+    acc = r.accuracy
+    if r.precision != "int8" or not acc:
+        return "-"
+    value = acc.get("agreement")
+    if value is None:
+        return "n/a"
+    text = f"{100 * value:.1f}%"
+    if acc.get("weight_bits") == 7:
+        text += " w7"
+    return text if acc.get("measured") else text + " (export)"
 
 
 def _ratio_table(report: BenchReport) -> Any:
@@ -213,8 +228,14 @@ def _render_footer(report: BenchReport, console: Any) -> None:
             )
         )
     console.print("  Software: " + escape(v))
-    if not report.config.get("trained_weights"):
+    if report.config.get("weights_kind") == "untrained":
         console.print("  Weights: untrained (speed does not depend on them; accuracy does).")
+    if any(r.accuracy for r in report.results):
+        console.print(
+            "  vs FP32: share of pixels whose class equals the FP32 ONNX model's, on the "
+            "end-to-end frame and 3 synthetic scenes; w7 = 7-bit weights (a CPU without an "
+            "int8 dot product)."
+        )
     for n in report.notes:
         style = "bold yellow" if n.startswith("WARNING") else ""
         console.print(f"  {escape(n)}", style=style)

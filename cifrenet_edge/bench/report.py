@@ -33,6 +33,8 @@ class BenchResult:
     latency: Optional[LatencyStats] = None
     warmup: Dict[str, Any] = field(default_factory=dict)
     trtexec: Optional[Dict[str, Any]] = None
+    # INT8 rows: class-map agreement with FP32 on the bench's frames (bench/accuracy.py)
+    accuracy: Optional[Dict[str, Any]] = None
 
     @property
     def label(self) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, ModelFileError
+from .accuracy import add_int8_agreement
 from .constants import (
     BACKENDS,
     CALIB_COUNT,
@@ -25,6 +26,7 @@ from .models import (
     _trt_target,
     calibration_dir,
     prepare_models,
+    probe_weights,
 )
 from .ratios import compute_ratios
 from .report import BenchReport, BenchResult, _paper_block
@@ -106,6 +108,13 @@ def run_bench(
     trt_precisions = [p for (b, p) in plan if b == "tensorrt"]
     target = _trt_target() if trt_precisions else "onnxruntime"
     estimates = _estimates(estimate_devices, resolutions, preset, batch)
+    weights_label = None
+    if model_path is None and not weights and any(p == "int8" for _, p in plan):
+        # INT8 rows report agreement with FP32: with untrained weights (one class
+        # everywhere) that would be 1.0 whatever INT8 did. The probe model segments.
+        weights, weights_label = probe_weights(preset, cache_dir, log)
+        if weights_label:
+            notes.append(weights_label)
 
     for wh in resolutions:
         if model_path is not None:
@@ -127,6 +136,7 @@ def run_bench(
         frame,
         cache_dir,
         target,
+        _weights_kind(model_path, model_manifest, weights, weights_label),
     )
     report = BenchReport(
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -283,8 +293,9 @@ def _prepare(
     if "int8" in prepared.onnx:
         notes.append(
             f"{wh[0]}x{wh[1]}: INT8 = Q/DQ model calibrated on {CALIB_COUNT} "
-            f"deterministic synthetic street scenes ({calibration_dir(cache_dir, wh)}): "
-            "representative for speed; INT8 accuracy is gated by export/evaluate"
+            f"deterministic synthetic street scenes ({calibration_dir(cache_dir, wh)}); each "
+            "INT8 row's class maps are compared with FP32 on the bench's frames (column "
+            "'vs FP32')"
         )
     return prepared
 
@@ -304,6 +315,7 @@ def _measure(
     results: List[BenchResult] = []
     rows = _open_rows(plan, prepared, wh, batch, threads, preset, log)
     try:
+        add_int8_agreement(rows, prepared.onnx.get("fp32"), frame_img, wh, log)
         results.extend(r.result for r in rows if r.result.status != "ok")
         live = [r for r in rows if r.result.status == "ok"]
         x = _tensor(batch, wh, frame_img, preset)
@@ -393,6 +405,20 @@ def _bare_row(
     return bare
 
 
+def _weights_kind(
+    model_path: Optional[Path],
+    manifest: Optional[Dict[str, Any]],
+    weights: Optional[str],
+    probe_label: Optional[str],
+) -> str:
+    """What the timed model's weights are: probe, checkpoint, trained or untrained."""
+    if model_path is not None:
+        return "trained" if (manifest or {}).get("weights", {}).get("trained") else "untrained"
+    if probe_label:
+        return "probe"
+    return "checkpoint" if weights else "untrained"
+
+
 def _config(
     timing: _Timing,
     preset: str,
@@ -405,14 +431,15 @@ def _config(
     frame: Optional[str],
     cache_dir: Path,
     target: str,
+    weights_kind: str = "checkpoint",
 ) -> Dict[str, Any]:
     """The report's ``config`` block: what was asked for, as run."""
     return {
         "preset": preset,
         "model": str(model_path) if model_path else None,
         "weights": weights,
-        "trained_weights": bool(weights)
-        or bool((model_manifest or {}).get("weights", {}).get("trained")),
+        "weights_kind": weights_kind,
+        "trained_weights": weights_kind in ("checkpoint", "trained"),
         "resolutions": [list(wh) for wh in resolutions],
         "backends": b_list,
         "precisions": p_list,
