@@ -109,9 +109,10 @@ def run_bench(
     target = _trt_target() if trt_precisions else "onnxruntime"
     estimates = _estimates(estimate_devices, resolutions, preset, batch)
     weights_label = None
-    if model_path is None and not weights and any(p == "int8" for _, p in plan):
+    if model_path is None and not weights:
         # INT8 rows report agreement with FP32: with untrained weights (one class
-        # everywhere) that would be 1.0 whatever INT8 did. The probe model segments.
+        # everywhere) that would be 1.0 whatever INT8 did. The probe model segments; every
+        # row uses it (one cache, comparable rows), speed does not depend on weights.
         weights, weights_label = probe_weights(preset, cache_dir, log)
         if weights_label:
             notes.append(weights_label)

@@ -18,7 +18,10 @@ def bench(
     ),
     preset: str = typer.Option("cityscapes", "--preset", help="cityscapes, camvid or helen"),
     weights: Optional[str] = typer.Option(
-        None, "--weights", help="checkpoint to export (default: seeded init; speed is the same)"
+        None,
+        "--weights",
+        help="checkpoint to export (default: the probe model, so INT8 agreement means "
+        "something; speed is the same)",
     ),
     backend: str = typer.Option(
         "all", "--backend", help="torch,onnxruntime,openvino,tensorrt or all (what runs here)"
