@@ -293,7 +293,7 @@ def _prepare(
     notes.extend(f"{wh[0]}x{wh[1]}: {a}" for a in prepared.actions)
     if "int8" in prepared.onnx:
         notes.append(
-            f"{wh[0]}x{wh[1]}: INT8 = Q/DQ model calibrated on {CALIB_COUNT} "
+            f"{wh[0]}x{wh[1]}: INT8 = Q/DQ model calibrated (min-max) on {CALIB_COUNT} "
             f"deterministic synthetic street scenes ({calibration_dir(cache_dir, wh)}); each "
             "INT8 row's class maps are compared with FP32 on the bench's frames (column "
             "'vs FP32')"
