@@ -4,7 +4,7 @@ Attributes are imported lazily (PEP 562) so that ``import cifrenet_edge.runtime`
 robot pulls in neither torch nor onnx. Python 3.8 syntax.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["CIFReNet", "Segmenter", "__version__"]
 
