@@ -822,9 +822,22 @@ def find_trtexec() -> Optional[str]:
 
 
 def run_trtexec(
-    engine: Path, iterations: int, warmup_ms: int = 200, cuda_graph: bool = False
+    engine: Path,
+    iterations: int,
+    warmup_ms: int = 200,
+    cuda_graph: bool = False,
+    shapes: Optional[Dict[str, Sequence[int]]] = None,
+    dla_core: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Time the same engine with trtexec (the reference a user will hold us against)."""
+    """Time the same engine with trtexec (the reference a user will hold us against).
+
+    ``shapes``: the input shape we timed, for a dynamic engine: without ``--shapes`` trtexec
+    sets every dynamic dimension of a loaded engine to 1 ("Dynamic dimensions required for
+    input ... Automatically overriding shape", samples/common/sampleInference.cpp), which is
+    outside our profile or another workload. ``dla_core``: a DLA engine's core, as
+    ``--useDLACore`` (trtexec then calls ``IRuntime::setDLACore`` before deserialising, as the
+    backend does).
+    """
     exe = find_trtexec()
     if exe is None:
         return {
@@ -840,6 +853,14 @@ def run_trtexec(
         "--duration=0",
         "--avgRuns=1",
     ] + (["--useCudaGraph"] if cuda_graph else [])
+    if shapes:
+        spec = ",".join(
+            "{}:{}".format(name, "x".join(str(int(d)) for d in dims))
+            for name, dims in shapes.items()
+        )
+        cmd.append(f"--shapes={spec}")
+    if dla_core is not None:
+        cmd.append(f"--useDLACore={int(dla_core)}")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -938,14 +959,17 @@ def _gpu_series(
     r = row.result
     be = row.segmenter.backend
     times = be.benchmark_gpu(iters=iters, warmup=warmup, cuda_graph=cuda_graph, x=x)
-    r.compute = summarize(times["compute"], r.batch)
-    r.h2d = summarize(times["h2d"], r.batch) if times.get("h2d") else None
-    r.d2h = summarize(times["d2h"], r.batch) if times.get("d2h") else None
+    # Throughput as DEFINITIONS["throughput"] says: queries x batch / host wall clock of the
+    # timed loop (trtexec's Total Host Walltime), not 1000 x batch / mean GPU compute time.
+    wall = times.get("walltime_s") or None
+    r.compute = summarize(times["compute"], r.batch, wall)
+    r.h2d = summarize(times["h2d"], r.batch, wall) if times.get("h2d") else None
+    r.d2h = summarize(times["d2h"], r.batch, wall) if times.get("d2h") else None
     if times.get("latency"):
-        r.latency = summarize(times["latency"], r.batch)
+        r.latency = summarize(times["latency"], r.batch, wall)
     elif times.get("h2d") and times.get("d2h"):
         total = np.asarray(times["h2d"]) + np.asarray(times["compute"]) + np.asarray(times["d2h"])
-        r.latency = summarize(total.tolist(), r.batch)
+        r.latency = summarize(total.tolist(), r.batch, wall)
     r.compute_timer = "CUDA events (TensorRT backend benchmark_gpu), trtexec's GPU Compute Time"
 
 
@@ -1214,7 +1238,9 @@ def _model_fits(
     """With --model the file fixes precision and what can open it."""
     kind = manifest.get("kind")
     mp = manifest.get("precision", "fp32")
-    if precision != mp:
+    # PyTorch runs an FP32 checkpoint in FP16 itself (on CUDA; availability() says so).
+    torch_fp16 = kind == "torch" and backend == "torch" and precision == "fp16"
+    if precision != mp and not torch_fp16:
         return (
             f"{path.name} holds {mp.upper()} weights: export a {precision.upper()} model or "
             "leave --precision out"
@@ -1366,7 +1392,19 @@ def _tensorrt_rows(
         except Exception as exc:  # a CUDA failure fails this row, not the whole run
             r.status, r.reason = "failed", _one_line(exc)
         if use_trtexec and r.model and r.status == "ok":
-            r.trtexec = run_trtexec(Path(r.model), n, cuda_graph=graph)
+            eng = (getattr(be, "manifest", None) or {}).get("engine") or {}
+            shape = x.shape if x is not None else getattr(be, "input_shape", None)
+            r.trtexec = run_trtexec(
+                Path(r.model),
+                n,
+                cuda_graph=graph,
+                shapes=(
+                    {be.in_name: tuple(shape)}
+                    if getattr(be, "dynamic", False) and shape is not None
+                    else None
+                ),
+                dla_core=eng.get("dla_core"),
+            )
         out.append(r)
     return out
 

@@ -336,7 +336,7 @@ def build_engine(
     for w in warnings:
         say(f"[yellow]warning:[/] {w}")
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = api.shared_logger(trt)  # one per process: see its docstring
     builder = trt.Builder(logger)
     net_flags = 0
     for name in plan.network_flags:
