@@ -18,7 +18,7 @@ libraries cannot be fetched there). This script verifies on the real device:
 
 A failed check is a failure (exit 1, ``FAILED`` lines and the reason in the JSON), never a
 skip. Nothing is installed. ``--dry-run`` runs the same checks on the simulated CUDA of
-``tests/trt_sim.py`` with PyTorch on the CPU (no GPU needed): CI runs it that way.
+``tests/cuda_sim.py`` with PyTorch on the CPU (no GPU needed): CI runs it that way.
 
     python3 benchmarks/gpu_checks.py [--dry-run] [--out DIR] [--res 640x360] [--seconds 2]
 """

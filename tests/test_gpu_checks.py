@@ -1,6 +1,6 @@
 """benchmarks/gpu_checks.py (what benchmarks/run_gpu.sh runs on a lent GPU) in its dry run.
 
-The same checks run on the simulated CUDA of ``trt_sim`` with PyTorch on the CPU, so the
+The same checks run on the simulated CUDA of ``cuda_sim`` with PyTorch on the CPU, so the
 script that gets a few minutes of a real GPU is known to work before it gets them, and a
 planted bug must make it fail loudly (exit 1, a FAILED line), never pass or skip.
 """
