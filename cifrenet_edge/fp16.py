@@ -104,6 +104,36 @@ def _fp32_outputs(model: Any) -> None:
         ttype.elem_type = onnx.TensorProto.FLOAT
 
 
+def convert_graph_fp16(
+    model: Any, keep_fp32_ops: Sequence[str] = KEEP_FP32_OPS, label: str = "model"
+) -> Any:
+    """An in-memory FP16 copy of ``model`` with FP32 inputs/outputs and ``keep_fp32_ops`` in FP32.
+
+    Shared by the FP16 export and the INT8 export's FP16 float parts (a Q/DQ graph whose
+    scales become FP16), so both follow one conversion rule.
+    """
+    float16 = _converter()
+    block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(keep_fp32_ops))
+    try:
+        with warnings.catch_warnings():
+            # "the float32 number 7e-08 will be truncated to 1e-07": tiny weights, expected.
+            warnings.simplefilter("ignore", UserWarning)
+            # keep_io_types=True fails on a graph that ends in a blocked op ("The downstream
+            # node of the second cast node should be graph output"); the I/O casts are
+            # placed here instead.
+            converted = float16.convert_float_to_float16(
+                model, keep_io_types=False, op_block_list=block
+            )
+        _fp32_inputs(converted)
+        _fp32_outputs(converted)
+    except ExportError:
+        raise
+    except Exception as exc:  # the converter's own errors are deep and multi-line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ExportError(f"FP16 conversion of {label} failed: {first}") from None
+    return converted
+
+
 def _fp16_manifest(src: Path, model: Any) -> dict[str, Any] | None:
     """The source's manifest re-labelled FP16, or None for an ONNX file without one."""
     import datetime as dt
@@ -142,36 +172,19 @@ def convert_fp16_onnx(
     src = Path(src)
     if not src.is_file():
         raise ModelFileError(f"ONNX file {src} does not exist: export it first")
-    float16 = _converter()
     model = onnx.load(str(src))
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         raise ExportError(
             f"{src.name} is an INT8 Q/DQ model: convert the FP32 export to FP16, not the INT8 one"
         )
-    block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(keep_fp32_ops))
-    try:
-        with warnings.catch_warnings():
-            # "the float32 number 7e-08 will be truncated to 1e-07": tiny weights, expected.
-            warnings.simplefilter("ignore", UserWarning)
-            # keep_io_types=True fails on a graph that ends in a blocked op ("The downstream
-            # node of the second cast node should be graph output"); the I/O casts are
-            # placed here instead.
-            converted = float16.convert_float_to_float16(
-                model, keep_io_types=False, op_block_list=block
-            )
-        _fp32_inputs(converted)
-        _fp32_outputs(converted)
-    except ExportError:
-        raise
-    except Exception as exc:  # the converter's own errors are deep and multi-line
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ExportError(f"FP16 conversion of {src.name} failed: {first}") from None
+    converted = convert_graph_fp16(model, keep_fp32_ops, label=src.name)
     manifest = _fp16_manifest(src, model)
     if manifest is not None:
         from .manifest import onnx_metadata_props
 
         del converted.metadata_props[:]
         onnx.helper.set_model_props(converted, onnx_metadata_props(manifest))
+    block = set(_converter().DEFAULT_OP_BLOCK_LIST) | set(keep_fp32_ops)
     kept = sum(1 for n in converted.graph.node if n.op_type in block)
     halfs = sum(1 for t in converted.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
     out = Path(output) if output else src.with_name(src.stem.replace("_fp32", "") + "_fp16.onnx")

@@ -181,3 +181,57 @@ def runtime_tiny_onnx(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runtime_tiny") / "tiny_64x32_fp32.onnx"
     return export_onnx("cityscapes", res=(64, 32), output=out, quiet=True).path
+
+
+# -- INT8 fixtures (quantize, CPU INT8 paths) ------------------------------------------------
+INT8_WH = (256, 128)
+ROOT = TESTS.parent
+
+
+def _probe_module():
+    spec = importlib.util.spec_from_file_location(
+        "int8_probe", ROOT / "benchmarks" / "int8_cpu" / "probe.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_scenes(folder: Path, seeds, wh=INT8_WH) -> Path:
+    import cv2
+
+    from cifrenet_edge.data.synthetic import make_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in seeds:
+        cv2.imwrite(str(folder / f"scene_{s:04d}.png"), make_scene(int(s), wh)[0])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def int8_env(tmp_path_factory, real_images_dir):
+    """FP32 export of a probe model + a calibration set (synthetic scenes + real photos)."""
+    from cifrenet_edge.export import export_onnx
+
+    root = tmp_path_factory.mktemp("int8")
+    weights = _probe_module().make_probe_checkpoint(root / "probe.pth", wh=INT8_WH)
+    fp32 = export_onnx(
+        "cityscapes", weights=weights, res=INT8_WH, output=root / "m_fp32.onnx", quiet=True
+    )
+    calib = _write_scenes(root / "calib", range(300, 324))
+    for f in real_images_dir.glob("*.jpg"):
+        (calib / f.name).write_bytes(f.read_bytes())
+    holdout = _write_scenes(root / "holdout", range(900, 908))
+    return {"root": root, "fp32": fp32.path, "calib": calib, "holdout": holdout}
+
+
+@pytest.fixture(scope="session")
+def int8_default(int8_env):
+    """The INT8 (Q/DQ) export of ``int8_env``'s model for trt8.6, calibrated and gated."""
+    from cifrenet_edge.quantize import quantize_onnx
+
+    out = int8_env["root"] / "m_int8.onnx"
+    res = quantize_onnx(
+        int8_env["fp32"], calib=int8_env["calib"], holdout=int8_env["holdout"], output=out
+    )
+    return res

@@ -313,9 +313,13 @@ def test_resolution_and_precision_requests(content_onnx, content_checkpoint):
 # -- which backend -------------------------------------------------------------------------
 
 
-def test_backend_choice_rule(content_onnx):
+def test_backend_choice_rule(content_onnx, monkeypatch):
+    from cifrenet_edge.errors import BackendUnavailableError
+    from cifrenet_edge.runtime.cpu_int8 import FORCE_ENV
+
     manifest = json.loads(Path(str(content_onnx) + ".json").read_text())
     int8 = dict(manifest, precision="int8")
+    monkeypatch.setenv(FORCE_ENV, "1")  # a CPU with an int8 dot product (VNNI)
     if (
         not installed("onnxruntime")
         or "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers()
@@ -323,10 +327,19 @@ def test_backend_choice_rule(content_onnx):
         assert choose_backend("m.onnx", manifest, "cpu")[0] == "onnxruntime"
         expected = "openvino" if installed("openvino") else "onnxruntime"
         assert choose_backend("m.onnx", int8, "auto")[0] == expected
-    assert choose_backend("m.onnx", int8, "cpu", backend="onnxruntime") == (
+    name, why = choose_backend("m.onnx", int8, "cpu", backend="onnxruntime")
+    assert name == "onnxruntime" and why.startswith("requested; ") and "dot product" in why
+    assert choose_backend("m.onnx", manifest, "cpu", backend="onnxruntime") == (
         "onnxruntime",
         "requested",
     )
+    monkeypatch.setenv(FORCE_ENV, "0")  # AVX2 only: 7-bit weights when verified, else refused
+    with pytest.raises(BackendUnavailableError, match="saturate"):
+        choose_backend("m.onnx", int8, "cpu")
+    verified = {"variants": {"weights_7bit": {"agreement": 0.95, "passed": True}}}
+    if installed("openvino"):
+        name, why = choose_backend("m.onnx", dict(int8, parity=verified), "cpu")
+        assert name == "openvino" and "7-bit" in why
     assert choose_backend("m.pth", manifest)[0] == "torch"
     assert choose_backend("m.plan", manifest)[0] == "tensorrt"
     with pytest.raises(ConfigError, match=r"cannot run a \.onnx"):

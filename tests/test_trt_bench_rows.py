@@ -16,6 +16,9 @@ import pytest
 from trt_sim import SimGpu, make_onnx
 
 from cifrenet_edge import bench
+from cifrenet_edge.bench import models as bench_models
+from cifrenet_edge.bench import rows as bench_rows
+from cifrenet_edge.bench import trtexec as bench_trtexec
 
 SUMMARY = (
     "[I] GPU Compute Time: min = 1.0 ms, max = 2.0 ms, mean = 1.5 ms, median = 1.5 ms, "
@@ -35,8 +38,9 @@ def fake_trtexec(tmp_path, monkeypatch):
         f"print({SUMMARY!r})\n"
     )
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(bench, "find_trtexec", lambda: str(exe))
-    monkeypatch.setattr(bench, "_trt_major", lambda: 10)  # rows with and without graphs
+    # patched where they are looked up (the bench package's submodules)
+    monkeypatch.setattr(bench_trtexec, "find_trtexec", lambda: str(exe))
+    monkeypatch.setattr(bench_rows, "_trt_major", lambda: 10)  # rows with and without graphs
 
     def calls():
         return [json.loads(line) for line in log.read_text().splitlines()]
@@ -47,14 +51,16 @@ def fake_trtexec(tmp_path, monkeypatch):
 def _rows(g: SimGpu, eng: Path, input_shape, x):
     with g.installed():
         b = g.open(eng, input_shape=input_shape)
-        row = bench._Row(
+        row = bench_rows._Row(
             bench.BenchResult(
                 "tensorrt", "fp32", (input_shape[3], input_shape[2]), 1, model=str(eng)
             ),
             type("Seg", (), {"backend": b})(),
         )
         try:
-            return bench._tensorrt_rows(row, iters=3, seconds=None, warmup=1, use_trtexec=True, x=x)
+            return bench_rows._tensorrt_rows(
+                row, iters=3, seconds=None, warmup=1, use_trtexec=True, x=x
+            )
         finally:
             b.close()
 
@@ -94,7 +100,7 @@ def test_static_engine_needs_no_shapes_and_dla_engine_names_its_core(fake_trtexe
 def test_a_checkpoint_gives_pytorch_fp16_rows_where_cuda_is():
     """bench --model ckpt.pth --backend torch --precision fp16: the paper's GPU setting."""
     m = {"kind": "torch", "precision": "fp32"}
-    assert bench._model_fits(Path("m.pth"), m, "torch", "fp16") is None
-    assert "FP32 weights" in bench._model_fits(Path("m.pth"), m, "torch", "int8")
+    assert bench_models._model_fits(Path("m.pth"), m, "torch", "fp16") is None
+    assert "FP32 weights" in bench_models._model_fits(Path("m.pth"), m, "torch", "int8")
     onnx = {"kind": "onnx", "precision": "fp32"}
-    assert "FP32 weights" in bench._model_fits(Path("m.onnx"), onnx, "onnxruntime", "fp16")
+    assert "FP32 weights" in bench_models._model_fits(Path("m.onnx"), onnx, "onnxruntime", "fp16")

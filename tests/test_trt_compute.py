@@ -383,6 +383,7 @@ def test_benchmark_with_graphs_does_not_switch_other_threads_to_graphs(tiny, tmp
 def test_tensorrt_rows_throughput_is_images_over_host_walltime(tiny, tmp_path):
     """DEFINITIONS["throughput"]: queries x batch / host wall clock of the timed loop."""
     from cifrenet_edge import bench
+    from cifrenet_edge.bench import rows
 
     g = _gpu("10.3.0", compute_ms=50.0)  # simulated GPU time far above the host's
     eng = g.write_engine(tmp_path, tiny["fixed"], (1, 3, 64, 128))
@@ -396,10 +397,10 @@ def test_tensorrt_rows_throughput_is_images_over_host_walltime(tiny, tmp_path):
             return seen
 
         b.benchmark_gpu = spy
-        row = bench._Row(
+        row = rows._Row(
             bench.BenchResult("tensorrt", "fp32", (128, 64), 1), type("S", (), {"backend": b})()
         )
-        bench._gpu_series(row, iters=6, warmup=1, cuda_graph=False)
+        rows._gpu_series(row, iters=6, warmup=1, cuda_graph=False)
         b.close()
     r = row.result
     wall = seen["walltime_s"]

@@ -38,7 +38,9 @@ def export(
     calib_method: str = typer.Option("entropy", help="entropy, minmax or percentile"),
     calib_count: Optional[int] = typer.Option(None, help="calibration images to use"),
     keep_float: Optional[str] = typer.Option(
-        None, help="comma-separated layers kept in float (default: classifier,resize)"
+        None,
+        help="comma-separated layers kept in float (default: classifier,resize; the final "
+        "resize is always float)",
     ),
     eval_data: Optional[str] = typer.Option(
         None, "--eval-data", help="KIND:PATH data for the INT8 accuracy gate"
@@ -54,32 +56,35 @@ def export(
     """Export CIFReNet to ONNX for a TensorRT target, verified against PyTorch."""
     from rich.table import Table
 
+    from ..export import EngineOptions, Int8Options, OnnxOptions
     from ..export import export as run_export
 
     result = run_export(
-        weights=weights,
-        preset=preset,
-        res=res,
-        dynamic=dynamic,
-        min_res=min_res,
-        max_res=max_res,
-        opset=opset,
-        target=target,
-        output=output,
-        verify_images=verify_images,
+        OnnxOptions(
+            preset=preset,
+            weights=weights,
+            res=res,
+            dynamic=dynamic,
+            min_res=min_res,
+            max_res=max_res,
+            opset=opset,
+            target=target,
+            batch=batch,
+            verify_images=verify_images,
+        ),
         precision=precision,
         format=fmt,
-        calib=calib,
-        calib_method=calib_method,
-        calib_count=calib_count,
-        keep_float=keep_float,
-        eval_data=eval_data,
-        max_miou_drop=max_miou_drop,
-        workspace=workspace,
-        timing_cache=timing_cache,
-        dla_core=dla_core,
-        int8_mode=int8_mode,
-        batch=batch,
+        output=output,
+        int8=Int8Options(
+            calib=calib,
+            method=calib_method,
+            count=calib_count,
+            keep_float=keep_float,
+            eval_data=eval_data,
+            max_miou_drop=max_miou_drop,
+            mode=int8_mode,
+        ),
+        engine=EngineOptions(workspace=workspace, timing_cache=timing_cache, dla_core=dla_core),
         quiet=quiet,
     )
     m = result.fp32.manifest

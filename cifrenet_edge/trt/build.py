@@ -24,9 +24,10 @@ from ..errors import (
     ConfigError,
     ExportError,
     ModelFileError,
+    first_line,
 )
 from ..manifest import model_resolution, read_manifest, write_manifest
-from . import api
+from . import api, rules
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("qdq", "calibrator")
@@ -58,8 +59,16 @@ def plan_build(
     onnx_precision: str = "fp32",
     compute_capability: Optional[str] = None,
     dla_core: Optional[int] = None,
+    dynamic: bool = False,
+    dla_cores: Optional[int] = None,
+    gpu: Optional[str] = None,
 ) -> BuildPlan:
-    """Decide flags and model variant; raises ConfigError/BackendUnavailableError to refuse."""
+    """Decide flags and model variant; raises ConfigError/BackendUnavailableError to refuse.
+
+    What TensorRT itself refuses (INT8 without INT8 hardware, DLA restrictions, strongly
+    typed networks with precision flags ...) is decided by the rule table in ``trt.rules``,
+    with the facts known here; ``compute_capability``/``dla_cores`` None means unknown.
+    """
     from ..env import precision_support
 
     if precision not in PRECISIONS:
@@ -69,11 +78,6 @@ def plan_build(
         raise ConfigError(f"unknown --int8-mode {int8_mode!r}: use qdq or calibrator")
     ver = ".".join(str(p) for p in caps.version)
     support = precision_support(compute_capability) if compute_capability else None
-    net: List[str] = ["EXPLICIT_BATCH"] if caps.explicit_batch_flag == "required" else []
-    flags: List[str] = []
-    warnings: List[str] = []
-    variant, calibrator, strongly = "as_is", False, caps.always_strongly_typed
-
     if onnx_precision == "int8" and not (precision == "int8" and int8_mode == "qdq"):
         raise ConfigError(
             f"the ONNX model is already INT8 (Q/DQ) but {precision}"
@@ -84,13 +88,29 @@ def plan_build(
         raise ConfigError(
             f"the ONNX model is FP16 but {precision} was asked: build from the FP32 ONNX"
         )
+    facts = rules.Context(
+        span=rules.version_span(caps.version),
+        precision=precision,
+        int8_mode=int8_mode if precision == "int8" else None,
+        dynamic=bool(dynamic),
+        dla_core=None if dla_core is None else int(dla_core),
+        dla_cores=dla_cores,
+        compute_capability=compute_capability,
+        fast_fp16=support["fast_fp16"] if support else None,
+        fast_int8=support["fast_int8"] if support else None,
+        device=gpu,
+    )
+    here = f"TensorRT {ver}" + (f" on {gpu}" if gpu else "") + ": "
+    warnings = rules.raise_errors(rules.evaluate(facts, ("options", "hardware")), here)
+    # layers outside INT8 (Q/DQ or calibrated) fall back to FP16, not FP32, where FP16 is fast
+    # (NvInfer.h BuilderFlag::kINT8: "with FP32 fallback with FP16 fallback if kFP16 also
+    # specified"); not on cc 6.1, where FP16 runs at 1/64 rate
+    fp16_fallback = caps.precision_flags and (support is None or bool(support["fast_fp16"]))
+    net: List[str] = ["EXPLICIT_BATCH"] if caps.explicit_batch_flag == "required" else []
+    flags: List[str] = []
+    variant, calibrator, strongly = "as_is", False, caps.always_strongly_typed
+
     if precision == "fp16":
-        if support is not None and not support["fast_fp16"]:
-            warnings.append(
-                f"this GPU (compute capability {compute_capability}) has no fast FP16 "
-                f"({support['fp16_note']}): an FP16 engine will not be faster than FP32; "
-                "use --precision fp32 or --precision int8"
-            )
         if onnx_precision == "fp16":
             # Already an FP16 graph (export converts for TRT 11): its tensor types decide.
             if caps.strongly_typed_flag:
@@ -107,25 +127,15 @@ def plan_build(
                 net.append("STRONGLY_TYPED")
             strongly = True
     elif precision == "int8":
-        if support is not None and not support["fast_int8"]:
-            warnings.append(
-                f"this GPU (compute capability {compute_capability}) has no fast INT8 "
-                f"({support['int8_note']}): TensorRT will fall back to slower kernels"
-            )
         if int8_mode == "calibrator":
-            if not caps.implicit_int8:
-                raise BackendUnavailableError(
-                    f"TensorRT {ver} removed implicit INT8 calibration: use the default "
-                    "--int8-mode qdq (the Q/DQ model from `cifrenet-edge export --precision int8`)"
-                )
             if onnx_precision != "fp32":
                 raise ConfigError(
                     f"--int8-mode calibrator needs the FP32 ONNX model, got a {onnx_precision} "
                     "one: pass the FP32 export"
                 )
             flags.append("INT8")
-            if caps.precision_flags and (support is None or support["fast_fp16"]):
-                flags.append("FP16")  # layers TRT cannot run in INT8 fall back to FP16, not FP32
+            if fp16_fallback:
+                flags.append("FP16")
             calibrator = True
             if caps.version >= (10, 1, 0):
                 warnings.append(
@@ -141,15 +151,17 @@ def plan_build(
                 )
             if caps.precision_flags_present and not caps.strongly_typed_flag:
                 flags.append("INT8")  # TRT 8.x needs the flag to honour Q/DQ layers
+                if fp16_fallback:
+                    flags.append("FP16")
             elif caps.strongly_typed_flag:
                 net.append("STRONGLY_TYPED")  # 10.x: the Q/DQ graph fixes every precision
                 strongly = True
     if dla_core is not None:
-        if precision == "fp32":
-            raise ConfigError(
-                "DLA runs FP16 and INT8 only: use --precision fp16 or int8 with --dla-core"
-            )
         flags.append("GPU_FALLBACK")
+    chosen = facts._replace(
+        network_flags=tuple(net), builder_flags=tuple(flags), strongly_typed=strongly
+    )
+    rules.raise_errors(rules.evaluate(chosen, ("plan",)), here)
     return BuildPlan(tuple(net), tuple(flags), variant, calibrator, strongly, tuple(warnings))
 
 
@@ -179,6 +191,11 @@ def _open_cuda() -> Any:
     from ..runtime.cuda import open_cuda
 
     return open_cuda(0)
+
+
+def escape_markup(text: str) -> str:
+    """Text for rich's console.print: rule ids like [hw.int8] are not style tags."""
+    return str(text).replace("[", "\\[")
 
 
 def _shape(batch: int, wh: Tuple[int, int]) -> Tuple[int, int, int, int]:
@@ -219,27 +236,48 @@ def _released(calibrator: Any) -> Iterator[None]:
 
 
 def make_progress_monitor(trt: Any, progress: Any) -> Any:
-    """An ``IProgressMonitor`` (TRT 10+) that shows the builder's phases as rich progress bars."""
+    """An ``IProgressMonitor`` (TRT 10+) that shows the builder's phases as rich progress bars.
+
+    TensorRT's trampolines (``python/src/infer/pyCore.cpp``, PyProgressMonitor) catch any
+    exception from these callbacks, print it and cancel the build, which then returns None
+    as if it had failed. So every callback catches here, keeps the first exception in
+    ``error`` (Ctrl-C arrives as a KeyboardInterrupt inside ``step_complete``) and answers
+    False to cancel; the caller re-raises it after the build instead of blaming the workspace.
+    """
     base = trt.IProgressMonitor
 
     class Monitor(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             base.__init__(self)
             self.tasks: Dict[str, Any] = {}
+            self.error: Optional[BaseException] = None
+
+        def _keep(self, exc: BaseException) -> None:
+            if self.error is None:
+                self.error = exc
 
         def phase_start(self, phase_name: str, parent_phase: Optional[str], num_steps: int) -> None:
-            indent = "  " if parent_phase else ""
-            self.tasks[phase_name] = progress.add_task(indent + phase_name, total=num_steps)
+            try:
+                indent = "  " if parent_phase else ""
+                self.tasks[phase_name] = progress.add_task(indent + phase_name, total=num_steps)
+            except BaseException as exc:
+                self._keep(exc)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            if phase_name in self.tasks:
-                progress.update(self.tasks[phase_name], completed=step + 1)
-            return True  # False would cancel the build
+            try:
+                if phase_name in self.tasks:
+                    progress.update(self.tasks[phase_name], completed=step + 1)
+            except BaseException as exc:
+                self._keep(exc)
+            return self.error is None  # False cancels the build
 
         def phase_finish(self, phase_name: str) -> None:
-            task = self.tasks.pop(phase_name, None)
-            if task is not None:
-                progress.remove_task(task)
+            try:
+                task = self.tasks.pop(phase_name, None)
+                if task is not None:
+                    progress.remove_task(task)
+            except BaseException as exc:
+                self._keep(exc)
 
     return Monitor()
 
@@ -264,8 +302,8 @@ def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_file: Path) -> Any:
     parser = trt.OnnxParser(network, logger)
     ok = parser.parse(onnx_file.read_bytes())
     if not ok:
-        errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        first = "; ".join(e.splitlines()[0] for e in errs[:3]) or "no details"
+        errs = [str(parser.get_error(i)).strip() for i in range(parser.num_errors)]
+        first = "; ".join([e.splitlines()[0] for e in errs if e][:3]) or "no details"
         raise ExportError(
             f"TensorRT's ONNX parser rejected {onnx_file.name}: {first} (re-export for this "
             "TensorRT with `cifrenet-edge export --target ...`; see the README's deploying section)"
@@ -287,6 +325,277 @@ def _load_calibration(calib: Any, manifest: Dict[str, Any]) -> Any:
     return load_calibration(calib, wh, mean_bgr=manifest["mean_bgr"], scale=manifest["scale"])
 
 
+def _check_graph(onnx_file: Path, version: str, src: Dict[str, Any]) -> List[str]:
+    """The rule table's graph rules on the file TensorRT will parse; returns warnings.
+
+    A Jetson often lacks the ``onnx`` package: the rules then ran at export, for the
+    manifest's ``--target``; say so when that target is not the TensorRT running here.
+    """
+    here = api.target_for_version(version)
+    try:
+        import onnx
+    except ImportError:
+        exported = src.get("target")
+        if exported and exported != here:
+            return [
+                f"{onnx_file.name} was exported and checked for --target {exported}, this is "
+                f"TensorRT {version} (--target {here}); without the onnx package its graph "
+                f"cannot be re-checked here: re-export with --target {here} if the build fails"
+            ]
+        return []
+    v = api.parse_version(version)
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    where = f"TensorRT {version} cannot build {onnx_file.name}"
+    return rules.check_graph(model, rules.version_span(v), where, v)
+
+
+def _configure(trt: Any, caps: api.TrtCaps, config: Any, plan: BuildPlan, mib: Any) -> None:
+    if mib is not None:
+        nbytes = int(mib) << 20
+        if caps.memory_pools:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, nbytes)
+        else:
+            config.max_workspace_size = nbytes
+    elif not caps.memory_pools:
+        config.max_workspace_size = 1 << 30  # 8.2 defaults to 0 bytes of scratch space
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+
+
+def _add_profile(builder: Any, config: Any, src: Dict[str, Any], version: str) -> Any:
+    """The dynamic export's one optimisation profile (None for a static model)."""
+    dyn = src.get("dynamic")
+    if not dyn:
+        return None
+    in_name = src.get("input_name", "input")
+    b = dyn.get("batch") or [1, 1, 1]
+    shapes = {
+        "min": _shape(b[0], dyn["min"]),
+        "opt": _shape(b[1], dyn["opt"]),
+        "max": _shape(b[2], dyn["max"]),
+    }
+    profile = builder.create_optimization_profile()
+    profile.set_shape(in_name, shapes["min"], shapes["opt"], shapes["max"])
+    if int(config.add_optimization_profile(profile)) < 0:  # -1: "the input is invalid"
+        raise ExportError(
+            f"TensorRT {version} refused the optimisation profile of {in_name!r} (min "
+            f"{shapes['min']}, opt {shapes['opt']}, max {shapes['max']}): re-export with "
+            "--dynamic --min-res WxH --max-res WxH around --res"
+        )
+    return shapes
+
+
+def _setup_dla(trt: Any, config: Any, network: Any, dla_core: int, say: Any) -> Dict[str, int]:
+    """DLA as default device (the rules checked precision, shapes and the core index)."""
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(dla_core)
+    on_dla = sum(
+        1 for i in range(network.num_layers) if config.can_run_on_DLA(network.get_layer(i))
+    )
+    say(
+        f"DLA core {dla_core}: {on_dla} of {network.num_layers} layers can run on DLA, "
+        f"{network.num_layers - on_dla} fall back to the GPU"
+    )
+    return {"dla_layers": on_dla, "gpu_layers": network.num_layers - on_dla}
+
+
+def _attach_calibrator(
+    trt: Any,
+    cuda: Any,
+    builder: Any,
+    config: Any,
+    src: Dict[str, Any],
+    calib: Any,
+    out: Path,
+    onnx_sha: str,
+    version: str,
+) -> Tuple[Any, Dict[str, Any]]:
+    """The entropy calibrator on ``config``; returns it and the calibration fingerprint."""
+    from .calibrator import calibration_cache_key, calibration_cache_path, make_entropy_calibrator
+
+    data = _load_calibration(calib, src)
+    calib_fp = dict(data.fingerprint)
+    cache_file = calibration_cache_path(out, calibration_cache_key(calib_fp, onnx_sha, version))
+    dyn, in_name = src.get("dynamic"), src.get("input_name", "input")
+    # A static batch-N engine reads N frames per calibration batch (dynamic: the
+    # calibration profile below is fixed at the frames' own batch of 1).
+    cal_n = 1 if dyn else int(src.get("batch") or 1)
+    if len(data.batches) < cal_n:
+        raise CalibrationError(
+            f"{len(data.batches)} calibration images for a batch-{cal_n} engine: pass at "
+            f"least {cal_n} (100-500 frames from the deployment camera)"
+        )
+    with cuda.activate():
+        calibrator = make_entropy_calibrator(
+            trt, cuda, data.batches, cache_file, in_name, batch_size=cal_n
+        )
+    try:
+        config.int8_calibrator = calibrator
+        if dyn:
+            shp = tuple(data.batches[0].shape)
+            cal_profile = builder.create_optimization_profile()
+            cal_profile.set_shape(in_name, shp, shp, shp)
+            if not config.set_calibration_profile(cal_profile):
+                raise CalibrationError(
+                    f"TensorRT {version} refused the calibration profile {shp}: calibration "
+                    "frames must lie inside the model's dynamic range (re-export with a "
+                    "--min-res/--max-res range that holds them)"
+                )
+    except BaseException:
+        with cuda.activate():
+            calibrator.release()
+        raise
+    return calibrator, calib_fp
+
+
+def _open_timing_cache(config: Any, path: Path, say: Any) -> None:
+    blob = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if cache is None or not config.set_timing_cache(cache, False):
+        # A cache from another TensorRT/GPU is refused: start a fresh one, overwrite it.
+        say(f"timing cache {path} is from another TensorRT or GPU: starting anew")
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` (fcntl; no lock where fcntl is missing: Windows).
+
+    Two builds sharing one timing cache (two terminals, a CI matrix) would otherwise each
+    overwrite the other's entries.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(str(path) + ".lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _save_timing_cache(config: Any, path: Path) -> None:
+    """Merge this build's timings with whatever the file holds now, under a lock.
+
+    ``ITimingCache.combine`` (in every listed version's bindings) appends the other cache's
+    entries and skips conflicts, and refuses (returns False) a cache from another TensorRT
+    build: then this build's cache alone is written.
+    """
+    with _file_lock(path):
+        cache = config.get_timing_cache()
+        if path.is_file():
+            on_disk = config.create_timing_cache(path.read_bytes())
+            if on_disk is not None:
+                cache.combine(on_disk, False)
+        write_bytes_atomic(path, bytes(cache.serialize()))
+
+
+def _run_build(
+    trt: Any, builder: Any, network: Any, config: Any, show_bars: bool, console: Any, label: str
+) -> Tuple[Any, Optional[BaseException]]:
+    """build_serialized_network with progress; returns (plan or None, progress error)."""
+    if not show_bars:
+        with _spinner(console, label, console is None):
+            return builder.build_serialized_network(network, config), None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console.print(escape_markup(label))
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        # keep a Python reference: the builder calls back into it while building
+        monitor = make_progress_monitor(trt, progress)
+        config.progress_monitor = monitor
+        serialized = builder.build_serialized_network(network, config)
+        return serialized, monitor.error
+
+
+def _check_outcome(
+    serialized: Any,
+    progress_error: Optional[BaseException],
+    calibrator: Any,
+    version: str,
+    precision: str,
+) -> None:
+    """Raise what went wrong inside TensorRT's callbacks, before anything is written."""
+    for error in (progress_error, getattr(calibrator, "error", None)):
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+    cal_error = getattr(calibrator, "error", None)
+    if cal_error is not None:
+        raise CalibrationError(
+            f"calibration stopped early ({type(cal_error).__name__}: {first_line(cal_error)}); "
+            "neither the engine nor a calibration cache of the partial data was written: "
+            "check the --calib frames and rerun"
+        )
+    if serialized is None and progress_error is not None:
+        raise ExportError(
+            f"the build was cancelled: the progress display failed "
+            f"({type(progress_error).__name__}: {first_line(progress_error)}); rerun with --quiet"
+        )
+    if serialized is None:
+        raise ExportError(
+            f"TensorRT {version} could not build the {precision} engine (its log above says "
+            "why): try a larger --workspace, another --precision, or re-export the ONNX"
+        )
+
+
+def _engine_manifest(src: Dict[str, Any], **k: Any) -> Dict[str, Any]:
+    """The engine's sidecar: the ONNX manifest plus what built the engine, and how."""
+    dyn, plan, dev, version = src.get("dynamic"), k["plan"], k["dev"], k["version"]
+    precision, profile_shapes = k["precision"], k["profile_shapes"]
+    manifest = dict(src)
+    manifest.update(
+        {
+            "kind": "engine",
+            "precision": precision,
+            "target": api.target_for_version(version),
+            "toolkit_version": TOOLKIT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": {"onnx": str(k["onnx_file"]), "onnx_sha256": k["onnx_sha"]},
+            "calibration": k["calib_fp"],
+            "engine": {
+                "tensorrt": version,
+                "cuda_runtime": dev.get("cuda_runtime"),
+                "cuda_driver": dev.get("cuda_driver"),
+                "cuda_library": dev.get("cuda_library"),
+                "gpu": dev.get("name"),
+                "compute_capability": dev["compute_capability"],
+                "precision": precision,
+                "int8_mode": (k["int8_mode"] or "qdq") if precision == "int8" else None,
+                "network_flags": list(plan.network_flags),
+                "builder_flags": list(plan.builder_flags),
+                "strongly_typed": plan.strongly_typed,
+                "onnx_variant": plan.onnx_variant,
+                "workspace_mib": k["workspace_mib"],
+                "dla_core": k["dla_core"],
+                "dla": k["dla_report"],
+                "input_shape": None
+                if dyn
+                else list(_shape(src.get("batch", 1), src["resolution"])),
+                "profile": {n: list(v) for n, v in profile_shapes.items()}
+                if profile_shapes
+                else None,
+                "onnx_sha256": k["onnx_sha"],
+                "timing_cache": str(k["timing_cache"]),
+                "build_seconds": round(k["seconds"], 1),
+                "warnings": k["warnings"],
+            },
+        }
+    )
+    return manifest
+
+
 def build_engine(
     onnx_path: PathLike,
     *,
@@ -302,10 +611,11 @@ def build_engine(
 ) -> EngineResult:
     """Build a serialized engine from a cifrenet-edge ONNX export and write its manifest.
 
-    ``timing_cache``: a file reused across builds (created if missing, saved back
-    atomically); default ``<output>.timing.cache``. ``calib``: CalibrationData or a folder,
-    for ``int8_mode="calibrator"``. Raises BackendUnavailableError on a machine without
-    TensorRT/CUDA, saying what to install.
+    ``timing_cache``: a file reused across builds (created if missing, merged and saved back
+    atomically under a lock); default ``<output>.timing.cache``. ``calib``: CalibrationData
+    or a folder, for ``int8_mode="calibrator"``. Before anything is built, the rule table
+    (``trt.rules``) is run with this machine's TensorRT, GPU and DLA cores. Raises
+    BackendUnavailableError on a machine without TensorRT/CUDA, saying what to install.
     """
     onnx_file = Path(onnx_path)
     if not onnx_file.is_file():
@@ -323,7 +633,22 @@ def build_engine(
     with cuda.activate():
         dev = cuda.device_info()
     cc = dev["compute_capability"]
-    plan = plan_build(caps, precision, int8_mode, str(src.get("precision", "fp32")), cc, dla_core)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    dla_cores = None
+    if dla_core is not None and int(dla_core) >= 0:
+        dla_cores = int(builder.num_DLA_cores)
+    plan = plan_build(
+        caps,
+        precision,
+        int8_mode,
+        str(src.get("precision", "fp32")),
+        cc,
+        dla_core,
+        dynamic=bool(src.get("dynamic")),
+        dla_cores=dla_cores,
+        gpu=dev.get("name"),
+    )
     warnings = list(plan.warnings)
     if console is None and not quiet:
         try:  # a build takes minutes on a Jetson: show progress even when called from code
@@ -332,9 +657,9 @@ def build_engine(
             console = Console(stderr=True)
         except ImportError:
             console = None
-    say = (lambda msg: None) if quiet or console is None else console.print
-    for w in warnings:
-        say(f"[yellow]warning:[/] {w}")
+    if quiet:
+        console = None
+    say = (lambda msg: None) if console is None else (lambda msg: console.print(msg))
 
     logger = api.shared_logger(trt)  # one per process: see its docstring
     builder = trt.Builder(logger)
@@ -343,177 +668,67 @@ def build_engine(
         net_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(net_flags)
     config = builder.create_builder_config()
+    onnx_sha = sha256_file(onnx_file)
+    calib_fp = src.get("calibration")
 
     with tempfile.TemporaryDirectory(prefix="cifrenet-trt-") as tmp:
         parse_file = onnx_file
         if plan.onnx_variant == "fp16":
             parse_file = _fp16_onnx(onnx_file, Path(tmp) / "model_fp16.onnx", version)
+        warnings += _check_graph(parse_file, version, src)
+        for w in warnings:
+            say(f"[yellow]warning:[/] {escape_markup(w)}")
         # The parser owns the weights the network points to: it must outlive the build.
         parser = _parse_onnx(trt, network, logger, parse_file)
-
-        if workspace_mib is not None:
-            nbytes = int(workspace_mib) << 20
-            if caps.memory_pools:
-                config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, nbytes)
-            else:
-                config.max_workspace_size = nbytes
-        elif not caps.memory_pools:
-            config.max_workspace_size = 1 << 30  # 8.2 defaults to 0 bytes of scratch space
-        for name in plan.builder_flags:
-            config.set_flag(getattr(trt.BuilderFlag, name))
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-
-        dyn = src.get("dynamic")
-        in_name = src.get("input_name", "input")
-        profile_shapes = None
-        if dyn:
-            b = dyn.get("batch") or [1, 1, 1]
-            profile_shapes = {
-                "min": _shape(b[0], dyn["min"]),
-                "opt": _shape(b[1], dyn["opt"]),
-                "max": _shape(b[2], dyn["max"]),
-            }
-            profile = builder.create_optimization_profile()
-            profile.set_shape(
-                in_name, profile_shapes["min"], profile_shapes["opt"], profile_shapes["max"]
-            )
-            config.add_optimization_profile(profile)
-
+        _configure(trt, caps, config, plan, workspace_mib)
+        profile_shapes = _add_profile(builder, config, src, version)
         dla_report = None
         if dla_core is not None:
-            if builder.num_DLA_cores <= int(dla_core):
-                raise BackendUnavailableError(
-                    f"--dla-core {dla_core} asked but this device has {builder.num_DLA_cores} "
-                    "DLA cores (Xavier/Orin AGX/NX have 1-2; Orin Nano and desktops none): "
-                    "drop --dla-core"
-                )
-            config.default_device_type = trt.DeviceType.DLA
-            config.DLA_core = int(dla_core)
-            on_dla = sum(
-                1 for i in range(network.num_layers) if config.can_run_on_DLA(network.get_layer(i))
-            )
-            dla_report = {"dla_layers": on_dla, "gpu_layers": network.num_layers - on_dla}
-            say(
-                f"DLA core {dla_core}: {on_dla} of {network.num_layers} layers can run on DLA, "
-                f"{network.num_layers - on_dla} fall back to the GPU"
-            )
-
-        calibrator = None
-        calib_fp = src.get("calibration")
-        onnx_sha = sha256_file(onnx_file)
-        if plan.calibrator:
-            from .calibrator import (
-                calibration_cache_key,
-                calibration_cache_path,
-                make_entropy_calibrator,
-            )
-
-            data = _load_calibration(calib, src)
-            calib_fp = dict(data.fingerprint)
-            key = calibration_cache_key(calib_fp, onnx_sha, version)
-            cache_file = calibration_cache_path(out, key)
-            # A static batch-N engine reads N frames per calibration batch (dynamic: the
-            # calibration profile below is fixed at the frames' own batch of 1).
-            cal_n = 1 if dyn else int(src.get("batch") or 1)
-            if len(data.batches) < cal_n:
-                raise CalibrationError(
-                    f"{len(data.batches)} calibration images for a batch-{cal_n} engine: pass at "
-                    f"least {cal_n} (100-500 frames from the deployment camera)"
-                )
-            with cuda.activate():
-                calibrator = make_entropy_calibrator(
-                    trt, cuda, data.batches, cache_file, in_name, batch_size=cal_n
-                )
-            config.int8_calibrator = calibrator
-            if profile_shapes is not None:
-                shp = tuple(data.batches[0].shape)
-                cal_profile = builder.create_optimization_profile()
-                cal_profile.set_shape(in_name, shp, shp, shp)
-                config.set_calibration_profile(cal_profile)
-
+            dla_report = _setup_dla(trt, config, network, int(dla_core), say)
         cache_file_t = Path(timing_cache) if timing_cache else Path(str(out) + ".timing.cache")
-        cache_blob = cache_file_t.read_bytes() if cache_file_t.is_file() else b""
-        cache = config.create_timing_cache(cache_blob)
-        if cache is None or not config.set_timing_cache(cache, False):
-            # A cache from another TensorRT/GPU is refused: start a fresh one, overwrite it.
-            say(f"timing cache {cache_file_t} is from another TensorRT or GPU: starting anew")
-            cache = config.create_timing_cache(b"")
-            config.set_timing_cache(cache, False)
+        _open_timing_cache(config, cache_file_t, say)
+        calibrator = None
+        if plan.calibrator:
+            calibrator, calib_fp = _attach_calibrator(
+                trt, cuda, builder, config, src, calib, out, onnx_sha, version
+            )
 
         label = f"building {precision.upper()} engine with TensorRT {version} on {dev['name']}"
+        bars = caps.progress_monitor and console is not None
         start = time.monotonic()
         with cuda.activate(), _released(calibrator):
-            if caps.progress_monitor and not quiet and console is not None:
-                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-                say(label)
-                with Progress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(),
-                    console=console,
-                    transient=True,
-                ) as progress:
-                    # keep a Python reference: the builder calls back into it while building
-                    monitor = make_progress_monitor(trt, progress)
-                    config.progress_monitor = monitor
-                    serialized = builder.build_serialized_network(network, config)
-                    del monitor
-            else:
-                with _spinner(console, label, quiet):
-                    serialized = builder.build_serialized_network(network, config)
+            serialized, progress_error = _run_build(
+                trt, builder, network, config, bars, console, label
+            )
         seconds = time.monotonic() - start
         del parser  # only now (see above)
-        if serialized is None:
-            raise ExportError(
-                f"TensorRT {version} could not build the {precision} engine (its log above says "
-                "why): try a larger --workspace, another --precision, or re-export the ONNX"
-            )
-        write_bytes_atomic(cache_file_t, bytes(config.get_timing_cache().serialize()))
+        _check_outcome(serialized, progress_error, calibrator, version, precision)
+        _save_timing_cache(config, cache_file_t)
         write_bytes_atomic(out, bytes(serialized))
 
-    manifest = dict(src)
-    manifest.update(
-        {
-            "kind": "engine",
-            "precision": precision,
-            "target": api.target_for_version(version),
-            "toolkit_version": TOOLKIT_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "source": {"onnx": str(onnx_file), "onnx_sha256": onnx_sha},
-            "calibration": calib_fp,
-            "engine": {
-                "tensorrt": version,
-                "cuda_runtime": dev.get("cuda_runtime"),
-                "cuda_driver": dev.get("cuda_driver"),
-                "cuda_library": dev.get("cuda_library"),
-                "gpu": dev.get("name"),
-                "compute_capability": cc,
-                "precision": precision,
-                "int8_mode": (int8_mode or "qdq") if precision == "int8" else None,
-                "network_flags": list(plan.network_flags),
-                "builder_flags": list(plan.builder_flags),
-                "strongly_typed": plan.strongly_typed,
-                "onnx_variant": plan.onnx_variant,
-                "workspace_mib": workspace_mib,
-                "dla_core": dla_core,
-                "dla": dla_report,
-                "input_shape": None
-                if dyn
-                else list(_shape(src.get("batch", 1), src["resolution"])),
-                "profile": {k: list(v) for k, v in profile_shapes.items()}
-                if profile_shapes
-                else None,
-                "onnx_sha256": onnx_sha,
-                "timing_cache": str(cache_file_t),
-                "build_seconds": round(seconds, 1),
-                "warnings": warnings,
-            },
-        }
+    manifest = _engine_manifest(
+        src,
+        version=version,
+        dev=dev,
+        precision=precision,
+        int8_mode=int8_mode,
+        plan=plan,
+        onnx_file=onnx_file,
+        onnx_sha=onnx_sha,
+        calib_fp=calib_fp,
+        workspace_mib=workspace_mib,
+        dla_core=dla_core,
+        dla_report=dla_report,
+        profile_shapes=profile_shapes,
+        timing_cache=cache_file_t,
+        seconds=seconds,
+        warnings=warnings,
     )
     manifest_path = write_manifest(out, manifest)
-    say(f"[green]engine[/] {out} ({seconds:.0f} s build, manifest {manifest_path.name})")
+    say(
+        f"[green]engine[/] {escape_markup(str(out))} ({seconds:.0f} s build, manifest "
+        f"{escape_markup(manifest_path.name)})"
+    )
     return EngineResult(out, manifest_path, manifest, seconds, warnings)
 
 
@@ -538,7 +753,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--output", "-o", default=None, help="engine file (default beside the ONNX)")
     p.add_argument("--workspace", type=int, default=None, help="builder workspace in MiB")
     p.add_argument("--timing-cache", default=None, help="timing cache file (reused, updated)")
-    p.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core (GPU fallback)")
+    p.add_argument(
+        "--dla-core",
+        type=int,
+        default=None,
+        help="Jetson DLA core 0 or 1 (static models, FP16 or calibrated INT8; GPU fallback)",
+    )
     p.add_argument("--int8-mode", default="qdq", choices=INT8_MODES)
     p.add_argument("--calib", default=None, help="calibration images (--int8-mode calibrator)")
     p.add_argument("--quiet", "-q", action="store_true")

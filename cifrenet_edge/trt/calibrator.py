@@ -7,6 +7,14 @@ computed from, so a cache reused after the images, the model or TensorRT changed
 gives a wrong engine. Here the cache file name carries a key made of the calibration
 fingerprint, the ONNX sha256 and the TensorRT version: change any of them and the cache is
 recomputed. Removed in TensorRT 11 (callers refuse before reaching this module).
+
+TensorRT calls the callbacks below from C++. An exception escaping them is not a Python
+error there: the 8.2 bindings have no try/catch around them (``python/src/infer/pyInt8.cpp``
+at tag 8.2.1: the process ends in std::terminate); 8.5+ catch it, print it, and take it as
+"no more batches", so TensorRT finishes calibration on the frames seen so far and writes a
+cache from them under a key that claims the whole set. So every callback catches here, keeps
+the first exception in ``error``, answers "no more batches" / "no cache", writes no cache
+once something failed, and the builder raises ``error`` after the build.
 """
 
 import hashlib
@@ -63,28 +71,48 @@ def make_entropy_calibrator(
             self.stream = cuda.stream_create()
             self.device_ptr = cuda.malloc(self.nbytes)
             self.used_cache = False
+            self.wrote_cache = False
+            self.error = None  # type: Optional[BaseException]
 
         def get_batch_size(self) -> int:
             return n
 
+        def _keep(self, exc: BaseException) -> None:
+            if self.error is None:
+                self.error = exc
+
         def get_batch(self, names: List[str]) -> Optional[List[int]]:
-            if self.index >= self.count:
+            if self.error is not None or self.index >= self.count:
                 return None  # tells TensorRT calibration is done
-            rows = [self.batches[self.index * n + k] for k in range(n)]
-            batch = np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
-            self.index += 1
-            cuda.htod_async(self.device_ptr, batch, self.stream)
-            cuda.stream_sync(self.stream)
-            return [int(self.device_ptr) for _ in names]
+            try:
+                rows = [self.batches[self.index * n + k] for k in range(n)]
+                batch = np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
+                self.index += 1
+                cuda.htod_async(self.device_ptr, batch, self.stream)
+                cuda.stream_sync(self.stream)
+                return [int(self.device_ptr) for _ in names]
+            except BaseException as exc:  # Ctrl-C arrives here too
+                self._keep(exc)
+                return None
 
         def read_calibration_cache(self) -> Optional[bytes]:
-            if self.cache_path.is_file():
-                self.used_cache = True
-                return self.cache_path.read_bytes()
+            try:
+                if self.cache_path.is_file():
+                    data = self.cache_path.read_bytes()
+                    self.used_cache = True
+                    return data
+            except BaseException as exc:
+                self._keep(exc)
             return None
 
         def write_calibration_cache(self, cache: Any) -> None:
-            write_bytes_atomic(self.cache_path, bytes(cache))
+            if self.error is not None:
+                return  # computed from partial data: never stored under the full set's key
+            try:
+                write_bytes_atomic(self.cache_path, bytes(cache))
+                self.wrote_cache = True
+            except BaseException as exc:
+                self._keep(exc)
 
         def release(self) -> None:
             if self.device_ptr:

@@ -11,6 +11,7 @@ sides and the exact command that rebuilds the engine here.
 Stdlib only, Python 3.8 syntax: the runtime uses it on the robot.
 """
 
+import re
 import shlex
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -23,6 +24,12 @@ def _trt_triplet(text: Any) -> Optional[Tuple[int, int, int]]:
         return parse_version(str(text))
     except ValueError:
         return None
+
+
+def _trt_build(text: Any) -> Optional[int]:
+    """The build number of a full 'major.minor.patch.build' version ('10.3.0.30' -> 30)."""
+    m = re.match(r"^\s*\d+\.\d+\.\d+\.(\d+)\s*$", str(text))
+    return int(m.group(1)) if m else None
 
 
 def rebuild_command(
@@ -74,7 +81,11 @@ def compare_engine(manifest: Dict[str, Any], facts: Dict[str, Any]) -> Tuple[Lis
 
     ``facts``: {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7",
     "dla_cores": 2, ...} as ``runtime_facts`` returns. Rules, from TensorRT's own checks:
-    the TensorRT major.minor.patch must match; the compute capability must match (engines
+    the TensorRT major.minor.patch must match, and from TensorRT 9 on the build number too
+    when both sides record one ("By default, TensorRT engines are compatible only with the
+    version of TensorRT used to build them": TensorRT docs, Version Compatibility; 8.x
+    engines load across builds of one release, which 8.x's own check allowed); the compute
+    capability must match (engines
     hold SM-specific kernels); another GPU model of the same compute capability loads with
     TensorRT's own warning (tactics were timed on another card), so it is a warning here too;
     a DLA engine needs a DLA core.
@@ -95,6 +106,13 @@ def compare_engine(manifest: Dict[str, Any], facts: Dict[str, Any]) -> Tuple[Lis
         errors.append("engine manifest records no TensorRT version")
     elif rt is not None and bt != rt:
         errors.append(f"built with TensorRT {built_trt}, this machine runs TensorRT {run_trt}")
+    elif rt is not None and bt[0] >= 9:
+        bb, rb = _trt_build(built_trt), _trt_build(run_trt)
+        if bb is not None and rb is not None and bb != rb:
+            errors.append(
+                f"built with TensorRT {built_trt}, this machine runs TensorRT {run_trt} "
+                "(TensorRT 9+ loads engines of its own build only)"
+            )
     built_cc, run_cc = eng.get("compute_capability"), facts.get("compute_capability")
     built_gpu, run_gpu = eng.get("gpu"), facts.get("gpu")
     if built_cc is None:

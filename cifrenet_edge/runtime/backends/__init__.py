@@ -9,25 +9,25 @@ Which backend runs a file (``choose_backend``), unless ``backend=`` says otherwi
 * ``.engine`` / ``.plan`` -> ``tensorrt``;
 * ``.onnx`` on a GPU (``device="cuda"``/``"tensorrt"``, or ``"auto"`` with onnxruntime-gpu's
   CUDA provider present) -> ``onnxruntime``;
-* ``.onnx`` on the CPU: an INT8 (Q/DQ) model -> ``openvino`` when it is installed and the CPU
-  is x86-64, else ``onnxruntime``; an FP32/FP16 model -> ``onnxruntime``.
+* ``.onnx`` on the CPU: an FP32/FP16 model -> ``onnxruntime``; an INT8 (Q/DQ) model -> the
+  rule of ``cpu_int8.plan_cpu_int8``: with an int8 dot product (VNNI/AMX/asimddp) OpenVINO
+  on x86-64, else onnxruntime; without one, OpenVINO with 7-bit weights when the export
+  verified them, else a one-line refusal naming the FP32 file (never a saturated result).
 
 Why (benchmarks/int8_cpu/README.md, benchmarks/results/): on the same s8 Q/DQ file OpenVINO
-runs INT8 about 2x faster than its own true-f32 inference (the issue's earlier 1.37x compared
-against OpenVINO's default, which silently runs "FP32" in bf16 on AMX/AVX512-BF16 CPUs; this
-toolkit pins f32), while onnxruntime's CPU provider runs it at about 0.5x its FP32: with the
-zero point 0 that TensorRT requires it cannot fold ReLU6 into the quantisation, so many
-convolutions stay float between separate Q/DQ kernels. For FP32 onnxruntime is the reference
-the export's parity gate checks against, so it stays the default there. Measured on x86-64;
-on ARM (Jetson CPUs) the rule falls back to onnxruntime until someone measures it.
+runs INT8 about 2x faster than its own true-f32 inference, while onnxruntime's CPU provider
+runs it at about 0.5x its FP32: with the zero point 0 that TensorRT requires it cannot fold
+ReLU6 into the quantisation. For FP32 onnxruntime is the reference the export's parity gate
+checks against, so it stays the default there. On CPUs without an int8 dot product both
+libraries' int8 kernels saturate 16-bit pair sums (``cpu_int8``'s docstring).
 """
 
 import importlib
 import importlib.util
-import platform
 from typing import Any, Dict, Optional, Tuple, Type
 
 from ...errors import BackendUnavailableError, ConfigError
+from ..cpu_int8 import int8_support, plan_cpu_int8
 from .base import Backend, parse_device
 
 # name -> (module under this package, class name, what to install)
@@ -88,8 +88,28 @@ def _ort_has_cuda() -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
-def _x86() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+def cpu_int8_plan(path: str, manifest: Dict[str, Any], backend: Optional[str] = None):
+    """How this CPU runs an INT8 model (``cpu_int8.plan_cpu_int8`` with this machine's facts)."""
+    return plan_cpu_int8(
+        path,
+        manifest,
+        int8_support(),
+        installed("openvino"),
+        installed("onnxruntime"),
+        backend=backend,
+    )
+
+
+def _requested(name: str, suffix: str, allowed: Tuple[str, ...]) -> str:
+    name = name.strip().lower()
+    if name not in BACKENDS:
+        raise ConfigError("unknown backend {!r}: use one of {}".format(name, ", ".join(BACKENDS)))
+    if name not in allowed:
+        raise ConfigError(
+            "backend {!r} cannot run a {} file: use {} (or convert the model with "
+            "`cifrenet-edge export`)".format(name, suffix, " or ".join(allowed))
+        )
+    return name
 
 
 def choose_backend(
@@ -104,27 +124,27 @@ def choose_backend(
             ".engine/.plan (TensorRT) or .pt/.pth/.safetensors (PyTorch)"
         )
     kind, _ = parse_device(device)
+    precision = str(manifest.get("precision", "fp32"))
+    on_cpu = kind == "cpu" or (kind == "auto" and not _ort_has_cuda())
     if backend is not None:
-        name = backend.strip().lower()
-        if name not in BACKENDS:
-            raise ConfigError(
-                "unknown backend {!r}: use one of {}".format(backend, ", ".join(BACKENDS))
-            )
-        if name not in allowed:
-            raise ConfigError(
-                "backend {!r} cannot run a {} file: use {} (or convert the model with "
-                "`cifrenet-edge export`)".format(name, suffix, " or ".join(allowed))
-            )
+        name = _requested(backend, suffix, allowed)
+        if precision == "int8" and on_cpu and name in ("onnxruntime", "openvino"):
+            plan = cpu_int8_plan(path, manifest, backend=name)
+            if plan.backend is None:
+                raise BackendUnavailableError(plan.reason)
+            return name, "requested; " + plan.reason
         return name, "requested"
     if allowed[0] != "onnxruntime":
         return allowed[0], f"{suffix} file"
-    precision = str(manifest.get("precision", "fp32"))
     if kind in ("cuda", "tensorrt"):
         return "onnxruntime", f"ONNX on {kind}"
-    if kind == "auto" and _ort_has_cuda():
+    if not on_cpu:
         return "onnxruntime", "ONNX, onnxruntime-gpu's CUDA provider is available"
-    if precision == "int8" and installed("openvino") and _x86():
-        return "openvino", "INT8 Q/DQ on an x86-64 CPU: OpenVINO runs it faster than onnxruntime"
+    if precision == "int8":
+        plan = cpu_int8_plan(path, manifest)
+        if plan.backend is None:
+            raise BackendUnavailableError(plan.reason)
+        return plan.backend, plan.reason
     if installed("onnxruntime"):
         return "onnxruntime", f"{precision.upper()} ONNX on the CPU"
     if installed("openvino"):
@@ -187,6 +207,7 @@ __all__ = [
     "Backend",
     "backend_class",
     "choose_backend",
+    "cpu_int8_plan",
     "installed",
     "load_backend",
 ]

@@ -100,6 +100,13 @@ class OnnxRuntimeBackend(Backend):
                 f"{fix}, or use device='cpu'"
             )
         self.input_name, self.output_name = self._check_io(manifest)
+        if self.precision == "int8" and self.device == "cpu":
+            from . import cpu_int8_plan
+
+            plan = cpu_int8_plan(path, manifest, backend=self.name)
+            if plan.backend is None:  # its int8 kernels would saturate on this CPU
+                self.close()
+                raise BackendUnavailableError(plan.reason)
 
     def _providers(self, kind: str, index: int, trt_fp16: bool) -> List[Any]:
         available = ort.get_available_providers()

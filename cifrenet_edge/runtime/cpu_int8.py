@@ -1,0 +1,282 @@
+"""Can this CPU run INT8 without saturating? The probe every CPU INT8 decision asks.
+
+x86 CPUs without an int8 dot-product instruction (AVX2-only: Intel before Cascade Lake
+and Alder Lake, AMD before Zen 4) multiply int8 with ``VPMADDUBSW``: an unsigned x signed
+byte product, summed in pairs into a *16-bit* lane that saturates. oneDNN (OpenVINO) and
+ONNX Runtime run a symmetric s8 activation there by shifting it to u8 (+128), so pairs of
+large activations times large weights overflow 32767 and the class map breaks: measured on
+an AMD EPYC (Zen 3) with this network, 0.60-0.62 pixel agreement with FP32 where the same
+Q/DQ file evaluated in float gives 0.94 (``shared/FACTS.md``, issue 11).
+VNNI (``avx512_vnni``, ``avx_vnni``), AMX (``amx_int8``) and Arm's dot product
+(``asimddp``) accumulate in 32 bits: no saturation, and neither does TensorRT.
+
+Without a dot product the CPU can still run INT8 safely with **7-bit weights**
+(|w| <= 63): 2 x 255 x 64 = 32640 < 32767, so the 16-bit pair sum cannot overflow. The
+weights are requantized from the same float weights and per-channel ranges the TensorRT
+file carries (``weights_7bit``); activations keep their calibrated scales. The export
+verifies that variant's accuracy the same way on every machine (Q/DQ evaluated in float)
+and records it; the runtime runs it only when that record passed.
+
+The probe is forceable, so both paths run in CI on any machine:
+``CIFRENET_EDGE_INT8_DOT=1|0`` (or ``force=``). It also honours oneDNN's ISA cap
+(``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``, which OpenVINO's CPU plugin obeys): capped
+at AVX2, an AVX-512 VNNI Xeon computes exactly as an AVX2-only CPU does, which is how the
+tests reproduce the saturation on a VNNI machine. OpenVINO's own properties do not tell:
+``OPTIMIZATION_CAPABILITIES`` lists ``INT8`` on AVX2-only CPUs too.
+
+numpy + standard library, Python 3.8 syntax (the runtime imports it on robots).
+"""
+
+import os
+import platform
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+FORCE_ENV = "CIFRENET_EDGE_INT8_DOT"
+ONEDNN_CAP_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+X86_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+ARM_DOT_FLAGS = ("asimddp",)
+# oneDNN ISA cap values that still include an int8 dot product (oneDNN's cpu_isa_t order:
+# avx2 < avx2_vnni < avx2_vnni_2; avx512_core < avx512_core_vnni < avx512_core_bf16 <
+# avx10_1_512 (= avx512_core_fp16) < the AMX levels). "ALL"/"DEFAULT" mean no cap.
+_ONEDNN_CAPS_WITH_DOT = frozenset(
+    {
+        "ALL",
+        "DEFAULT",
+        "AVX2_VNNI",
+        "AVX2_VNNI_2",
+        "AVX512_CORE_VNNI",
+        "AVX512_CORE_BF16",
+        "AVX10_1_512",
+        "AVX512_CORE_FP16",
+        "AVX10_1_512_AMX",
+        "AVX512_CORE_AMX",
+        "AVX10_1_512_AMX_FP16",
+        "AVX512_CORE_AMX_FP16",
+    }
+)
+W7_QMAX = 63  # 7-bit symmetric weights: 2 x 255 x 64 < 2**15, no 16-bit pair overflow
+INT8_QMAX = 127
+CPUINFO = "/proc/cpuinfo"
+
+
+class Int8Support(NamedTuple):
+    """Whether int8 products accumulate without saturating here, and why (one line)."""
+
+    dot_product: bool
+    reason: str
+    flags: Tuple[str, ...]  # the dot-product flags found (empty when none)
+    arch: str  # "x86_64", "aarch64", ...
+
+
+def _arch() -> str:
+    m = platform.machine().lower()
+    if m in ("amd64", "x86_64", "i386", "i686"):
+        return "x86_64"
+    if m in ("arm64", "aarch64"):
+        return "aarch64"
+    return m or "unknown"
+
+
+def _cpuinfo_flags(path: str = CPUINFO) -> Optional[Tuple[str, ...]]:
+    """Linux's feature flags ("flags" on x86, "Features" on Arm) of the first CPU."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return tuple(value.split())
+    except OSError:
+        return None
+    return None
+
+
+def _numpy_flags() -> Tuple[str, ...]:
+    """numpy's own CPU dispatch table (works on Windows and macOS too), as cpuinfo names."""
+    try:
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as feats
+        except ImportError:  # numpy 1.x
+            from numpy.core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:
+        return ()
+    names = {"AVX512VNNI": "avx512_vnni", "ASIMDDP": "asimddp", "AVX2": "avx2"}
+    return tuple(v for k, v in names.items() if feats.get(k))
+
+
+def cpu_flags() -> Tuple[str, ...]:
+    """The CPU's feature flags: /proc/cpuinfo where it exists, else numpy's table."""
+    flags = _cpuinfo_flags()
+    return flags if flags is not None else _numpy_flags()
+
+
+def _onednn_cap() -> Optional[str]:
+    for name in ONEDNN_CAP_ENVS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value.upper()
+    return None
+
+
+def _parse_force(value: Any) -> Optional[bool]:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "auto"):
+        return None
+    if text in ("1", "true", "yes", "on", "vnni", "dot"):
+        return True
+    if text in ("0", "false", "no", "off", "avx2", "none"):
+        return False
+    from ..errors import ConfigError
+
+    raise ConfigError(
+        f"{FORCE_ENV}={value!r} is not understood: use 1 (int8 dot product), 0 (none) or auto"
+    )
+
+
+def int8_support(
+    force: Optional[bool] = None, flags: Optional[Sequence[str]] = None, arch: Optional[str] = None
+) -> Int8Support:
+    """Probe (or take as forced) whether this CPU has an int8 dot product.
+
+    Order: ``force`` argument, then ``CIFRENET_EDGE_INT8_DOT``, then the CPU's flags, then
+    a oneDNN ISA cap that removes the dot product. ``flags``/``arch`` replace the probe of
+    this machine (tests describe other CPUs with them).
+    """
+    arch = arch or _arch()
+    forced = _parse_force(force)
+    how = f"forced by the caller (force={forced})"
+    if forced is None:
+        forced = _parse_force(os.environ.get(FORCE_ENV))
+        how = f"forced by {FORCE_ENV}={os.environ.get(FORCE_ENV, '').strip()}"
+    have = tuple(flags) if flags is not None else cpu_flags()
+    wanted = X86_DOT_FLAGS if arch == "x86_64" else ARM_DOT_FLAGS
+    found = tuple(f for f in wanted if f in have)
+    if forced is not None:
+        return Int8Support(forced, how, found, arch)
+    if not found:
+        names = "/".join(wanted)
+        what = "AVX2-only x86" if arch == "x86_64" else arch
+        return Int8Support(False, f"{what} CPU without {names}", (), arch)
+    cap = _onednn_cap()
+    if arch == "x86_64" and cap is not None and cap not in _ONEDNN_CAPS_WITH_DOT:
+        return Int8Support(
+            False,
+            f"{'/'.join(found)} present but oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA): "
+            "its int8 kernels run without a dot product",
+            found,
+            arch,
+        )
+    return Int8Support(True, "/".join(found), found, arch)
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for reports ("unknown" where the OS does not say)."""
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("model name", "hardware", "cpu model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def weights_7bit(weights: np.ndarray, axis: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Float weights -> (int8 values in [-63, 63], float32 per-channel scale along ``axis``).
+
+    The same symmetric per-channel rule as the 8-bit file (scale = max|w| / qmax), with
+    qmax 63 instead of 127. Computed from the float weights, not by requantizing the 8-bit
+    values (that would round twice). Used by the runtime's OpenVINO backend and by the
+    export's verification of this variant, so both compute the same numbers.
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    axes = tuple(i for i in range(w.ndim) if i != axis)
+    amax = np.abs(w).max(axis=axes, keepdims=True) if axes else np.abs(w)
+    scale = (np.maximum(amax, np.float32(1e-12)) / np.float32(W7_QMAX)).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -W7_QMAX, W7_QMAX).astype(np.int8)
+    return q, scale
+
+
+class CpuInt8Plan(NamedTuple):
+    """How the runtime executes an INT8 model on this CPU, or why it will not."""
+
+    backend: Optional[str]  # "openvino" / "onnxruntime", None = refused
+    weight_bits: int  # 8, or 7 (the non-saturating variant)
+    reason: str  # one line, shown as Segmenter.reason / in the refusal
+
+
+def seven_bit_record(manifest: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The export's verification of the 7-bit variant, if it ran."""
+    return ((manifest.get("parity") or {}).get("variants") or {}).get("weights_7bit")
+
+
+def fp32_hint(path: str, manifest: Dict[str, Any]) -> str:
+    """'open <the FP32 file> instead' with the file this INT8 model was quantized from."""
+    src = (manifest.get("source") or {}).get("onnx")
+    if src:
+        near = os.path.join(os.path.dirname(str(path)), os.path.basename(str(src)))
+        return f"open the FP32 model {near if os.path.exists(near) else src} instead"
+    return "open the FP32 export of this model instead"
+
+
+def plan_cpu_int8(
+    path: str,
+    manifest: Dict[str, Any],
+    support: Int8Support,
+    openvino: bool,
+    onnxruntime: bool,
+    backend: Optional[str] = None,
+) -> CpuInt8Plan:
+    """The one rule for INT8 on a CPU (runtime choice, export check, info --env, bench).
+
+    With a dot product: OpenVINO on x86 (about 2x its FP32 on the Q/DQ file, where ONNX
+    Runtime runs it at about 0.5x), else ONNX Runtime. Without: OpenVINO with 7-bit weights
+    when the export verified them (x86 only: oneDNN's AVX2 kernels are the saturating
+    ones), else a refusal naming the FP32 file. Never a silently saturated class map.
+    """
+    x86 = support.arch == "x86_64"
+    if support.dot_product:
+        if backend in (None, "openvino") and openvino and x86:
+            return CpuInt8Plan(
+                "openvino",
+                8,
+                f"INT8 Q/DQ on an x86-64 CPU with an int8 dot product ({support.reason}): "
+                "OpenVINO runs it faster than onnxruntime",
+            )
+        if backend in (None, "onnxruntime") and onnxruntime:
+            return CpuInt8Plan(
+                "onnxruntime", 8, f"INT8 Q/DQ on a CPU with an int8 dot product ({support.reason})"
+            )
+        if backend == "openvino" and openvino:
+            return CpuInt8Plan(
+                "openvino", 8, f"INT8 Q/DQ on a CPU with an int8 dot product ({support.reason})"
+            )
+        return CpuInt8Plan(None, 8, "no INT8 CPU backend is installed: pip install openvino")
+    rec = seven_bit_record(manifest)
+    verified = bool(rec and rec.get("passed"))
+    if backend in (None, "openvino") and openvino and x86 and verified:
+        return CpuInt8Plan(
+            "openvino",
+            7,
+            f"INT8 on a CPU without an int8 dot product ({support.reason}): OpenVINO with "
+            f"7-bit weights, which cannot saturate (agreement with FP32 {rec['agreement']:.3f} at "
+            "export, Q/DQ evaluated in float)",
+        )
+    if not x86 or not openvino:
+        why = "OpenVINO (x86) is not installed" if x86 else "the 7-bit path is x86-only"
+    elif not rec:
+        why = "this file has no verified 7-bit variant (re-export it with this toolkit)"
+    else:
+        why = f"its 7-bit variant failed the export's gate ({'; '.join(rec.get('failures', []))})"
+    return CpuInt8Plan(
+        None,
+        8,
+        f"INT8 would saturate on this CPU (no int8 dot product: {support.reason}; its int8 "
+        f"kernels sum pairs of products in 16 bits) and {why}: {fp32_hint(path, manifest)}",
+    )
