@@ -247,7 +247,9 @@ def _model_fits(
     """With --model the file fixes precision and what can open it."""
     kind = manifest.get("kind")
     mp = manifest.get("precision", "fp32")
-    if precision != mp:
+    # PyTorch runs an FP32 checkpoint in FP16 itself (on CUDA; availability() says so).
+    torch_fp16 = kind == "torch" and backend == "torch" and precision == "fp16"
+    if precision != mp and not torch_fp16:
         return (
             f"{path.name} holds {mp.upper()} weights: export a {precision.upper()} model or "
             "leave --precision out"

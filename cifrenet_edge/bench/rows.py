@@ -81,14 +81,17 @@ def _gpu_series(
     r = row.result
     be = row.segmenter.backend
     times = be.benchmark_gpu(iters=iters, warmup=warmup, cuda_graph=cuda_graph, x=x)
-    r.compute = summarize(times["compute"], r.batch)
-    r.h2d = summarize(times["h2d"], r.batch) if times.get("h2d") else None
-    r.d2h = summarize(times["d2h"], r.batch) if times.get("d2h") else None
+    # Throughput as DEFINITIONS["throughput"] says: queries x batch / host wall clock of the
+    # timed loop (trtexec's Total Host Walltime), not 1000 x batch / mean GPU compute time.
+    wall = times.get("walltime_s") or None
+    r.compute = summarize(times["compute"], r.batch, wall)
+    r.h2d = summarize(times["h2d"], r.batch, wall) if times.get("h2d") else None
+    r.d2h = summarize(times["d2h"], r.batch, wall) if times.get("d2h") else None
     if times.get("latency"):
-        r.latency = summarize(times["latency"], r.batch)
+        r.latency = summarize(times["latency"], r.batch, wall)
     elif times.get("h2d") and times.get("d2h"):
         total = np.asarray(times["h2d"]) + np.asarray(times["compute"]) + np.asarray(times["d2h"])
-        r.latency = summarize(total.tolist(), r.batch)
+        r.latency = summarize(total.tolist(), r.batch, wall)
     r.compute_timer = "CUDA events (TensorRT backend benchmark_gpu), trtexec's GPU Compute Time"
 
 
@@ -200,6 +203,18 @@ def _tensorrt_rows(
         except Exception as exc:  # a CUDA failure fails this row, not the whole run
             r.status, r.reason = "failed", _one_line(exc)
         if use_trtexec and r.model and r.status == "ok":
-            r.trtexec = run_trtexec(Path(r.model), n, cuda_graph=graph)
+            eng = (getattr(be, "manifest", None) or {}).get("engine") or {}
+            shape = x.shape if x is not None else getattr(be, "input_shape", None)
+            r.trtexec = run_trtexec(
+                Path(r.model),
+                n,
+                cuda_graph=graph,
+                shapes=(
+                    {be.in_name: tuple(shape)}
+                    if getattr(be, "dynamic", False) and shape is not None
+                    else None
+                ),
+                dla_core=eng.get("dla_core"),
+            )
         out.append(r)
     return out

@@ -5,7 +5,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from .stats import _one_line
 
@@ -72,9 +72,22 @@ def find_trtexec() -> Optional[str]:
 
 
 def run_trtexec(
-    engine: Path, iterations: int, warmup_ms: int = 200, cuda_graph: bool = False
+    engine: Path,
+    iterations: int,
+    warmup_ms: int = 200,
+    cuda_graph: bool = False,
+    shapes: Optional[Dict[str, Sequence[int]]] = None,
+    dla_core: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Time the same engine with trtexec (the reference a user will hold us against)."""
+    """Time the same engine with trtexec (the reference a user will hold us against).
+
+    ``shapes``: the input shape we timed, for a dynamic engine: without ``--shapes`` trtexec
+    sets every dynamic dimension of a loaded engine to 1 ("Dynamic dimensions required for
+    input ... Automatically overriding shape", samples/common/sampleInference.cpp), which is
+    outside our profile or another workload. ``dla_core``: a DLA engine's core, as
+    ``--useDLACore`` (trtexec then calls ``IRuntime::setDLACore`` before deserialising, as the
+    backend does).
+    """
     exe = find_trtexec()
     if exe is None:
         return {
@@ -90,6 +103,14 @@ def run_trtexec(
         "--duration=0",
         "--avgRuns=1",
     ] + (["--useCudaGraph"] if cuda_graph else [])
+    if shapes:
+        spec = ",".join(
+            "{}:{}".format(name, "x".join(str(int(d)) for d in dims))
+            for name, dims in shapes.items()
+        )
+        cmd.append(f"--shapes={spec}")
+    if dla_core is not None:
+        cmd.append(f"--useDLACore={int(dla_core)}")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as exc:

@@ -5,6 +5,15 @@ Python, desktops have cuda-python, and cuda-python itself moved its module
 (``cuda.bindings.runtime`` from 12.6, ``cuda.cudart`` removed in 13). The backend talks to
 one small interface and never to either library directly.
 
+Versions: cuda-python's major must not exceed the CUDA major the NVIDIA driver supports
+(cuda-python 13 needs an R580+ driver, NVIDIA/cutlass#2866); JetPack 6 and older desktop
+drivers need cuda-python 12 (``cifrenet-edge[cuda12]``). The mismatch is told apart from "no
+driver" with ``cudaDriverGetVersion`` (0 without a driver) against ``cudaRuntimeGetVersion``
+(the bindings' own CUDA), named with its fix, and ``open_cuda`` then falls back to pycuda.
+Signatures follow the wheels' own docstrings (``tests/data/cuda_python_runtime_api.json``,
+11.8.7 / 12.6.2 / 13.4.4); the one call that differs, ``cudaGraphInstantiate``, is avoided:
+``cudaGraphInstantiateWithFlags(graph, flags)`` is the same in all three.
+
 Threads: robot callbacks run on threads the backend did not create. With cuda-python the
 runtime API's primary context is bound to a thread by ``cudaSetDevice``; with pycuda the
 retained primary context is pushed and popped around every call (never ``pycuda.autoinit``,
@@ -25,6 +34,17 @@ CUDA_HINT = (
     "install cuda-python (`pip install 'cifrenet-edge[cuda]'`, needs Python >= 3.9) or pycuda "
     "(JetPack: `pip3 install pycuda`), and an NVIDIA driver"
 )
+
+# cuda-python release line per CUDA major: what to install for a driver of that major.
+_CUDA_PYTHON_FOR_MAJOR = {
+    11: "pip install 'cuda-python>=11.8,<12' (cifrenet-edge[cuda11])",
+    12: "pip install 'cuda-python>=12.6,<13' (cifrenet-edge[cuda12])",
+    13: "pip install 'cuda-python>=13,<14' (cifrenet-edge[cuda13])",
+}
+
+
+class CudaVersionMismatchError(BackendUnavailableError):
+    """cuda-python built for a newer CUDA major than the NVIDIA driver supports."""
 
 
 def _version_text(v: int) -> str:
@@ -133,13 +153,41 @@ class CudaPython(CudaApi):
         super().__init__(device_id)
         self.rt = cudart if cudart is not None else import_cudart()
         self._pinned = {}  # type: Dict[int, int]
-        count = self._call(self.rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        err, count = self.rt.cudaGetDeviceCount()
+        if int(err) == 35:  # cudaErrorInsufficientDriver: no driver, or one too old for us
+            self._check_driver_version()
+        count = self._call((err, count), "cudaGetDeviceCount")
         if int(count) <= self.device_id:
             raise BackendUnavailableError(
                 f"CUDA device {self.device_id} requested but {count} found: "
                 f"pick device=cuda:0..{max(int(count) - 1, 0)}"
             )
         self._call(self.rt.cudaSetDevice(self.device_id), "cudaSetDevice")
+
+    def _versions(self) -> Tuple[int, int]:
+        """(driver's CUDA, bindings' CUDA) as 12060-style ints; 0 when unknown / no driver."""
+        versions = []
+        for fn in ("cudaDriverGetVersion", "cudaRuntimeGetVersion"):
+            try:
+                err, value = getattr(self.rt, fn)()
+                versions.append(int(value) if int(err) == 0 and value else 0)
+            except Exception:  # a broken install must still get the one-line error below
+                versions.append(0)
+        return versions[0], versions[1]
+
+    def _check_driver_version(self) -> None:
+        """Error 35 with a driver present: the driver is older than cuda-python's CUDA."""
+        driver, runtime = self._versions()
+        if driver <= 0 or runtime <= 0 or driver // 1000 >= runtime // 1000:
+            return  # no driver at all (or a minor-version gap): the generic error says so
+        fix = _CUDA_PYTHON_FOR_MAJOR.get(
+            driver // 1000, f"install the cuda-python release for CUDA {driver // 1000}"
+        )
+        raise CudaVersionMismatchError(
+            f"cuda-python here is built for CUDA {_version_text(runtime)} but the NVIDIA driver "
+            f"supports CUDA {_version_text(driver)} (cuda-python 13 needs an R580+ driver; "
+            f"JetPack 6 ships CUDA 12): {fix}, or update the NVIDIA driver"
+        )
 
     def _call(self, result: Any, what: str) -> Any:
         """cuda-python returns (err, value...) tuples; turn a failure into one line."""
@@ -187,7 +235,15 @@ class CudaPython(CudaApi):
             self._call(self.rt.cudaFreeHost(ptr), "cudaFreeHost")
 
     def stream_create(self) -> Any:
-        return self._call(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+        # Non-blocking: while a *blocking* stream is being captured into a CUDA graph, any use
+        # of the legacy default stream (another library's cudaMemcpy, CuPy or PyTorch on
+        # stream 0, on any thread) is an error that invalidates the capture
+        # (cudaErrorStreamCaptureImplicit, CUDA runtime docs of cudaStreamIsCapturing), and it
+        # would serialise our copies with their work anyway.
+        return self._call(
+            self.rt.cudaStreamCreateWithFlags(self.rt.cudaStreamNonBlocking),
+            "cudaStreamCreateWithFlags",
+        )
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream)
@@ -231,7 +287,16 @@ class CudaPython(CudaApi):
 
     def graph_capture_end(self, stream: Any) -> Any:
         graph = self._call(self.rt.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
-        graph_exec = self._call(self.rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        try:
+            # cudaGraphInstantiate is (graph, logBuffer, size) in cuda-python 11.x and
+            # (graph, flags) from 12; ...WithFlags is (graph, flags) in 11.8, 12.x and 13.x.
+            graph_exec = self._call(
+                self.rt.cudaGraphInstantiateWithFlags(graph, 0), "cudaGraphInstantiateWithFlags"
+            )
+        except Exception:
+            self.rt.cudaGraphDestroy(graph)  # best effort: the instantiate error is the news
+            raise
+        # The executable graph does not need its source graph: never leak it.
         self._call(self.rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
         return graph_exec
 
@@ -355,6 +420,7 @@ def open_cuda(device_id: int = 0, prefer: Optional[str] = None) -> CudaApi:
     """cuda-python if importable (or ``prefer="pycuda"``), else pycuda; says what is missing."""
     order = ("pycuda", "cuda-python") if prefer == "pycuda" else ("cuda-python", "pycuda")
     missing = []
+    mismatch = None  # type: Optional[CudaVersionMismatchError]
     for lib in order:
         try:
             if lib == "cuda-python":
@@ -362,6 +428,10 @@ def open_cuda(device_id: int = 0, prefer: Optional[str] = None) -> CudaApi:
             return PyCuda(device_id)
         except ImportError as exc:
             missing.append(f"{lib} ({exc})")
+        except CudaVersionMismatchError as exc:  # pycuda, built for this machine, may still do
+            mismatch = exc
+    if mismatch is not None:
+        raise mismatch
     raise BackendUnavailableError(
         "no CUDA Python library: {}; {}".format("; ".join(missing), CUDA_HINT)
     )

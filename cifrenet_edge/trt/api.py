@@ -11,6 +11,7 @@ Stdlib only and Python 3.8 syntax: the runtime backend imports it on the robot.
 """
 
 import re
+import threading
 from typing import Any, NamedTuple, Optional, Tuple, Union
 
 from ..errors import BackendUnavailableError
@@ -111,6 +112,29 @@ def import_tensorrt() -> Any:
             f"check the CUDA/driver install, or {INSTALL_HINT}"
         ) from None
     return trt
+
+
+_LOGGERS = {}  # type: Dict[int, Tuple[Any, Any]]
+_LOGGERS_LOCK = threading.Lock()
+
+
+def shared_logger(trt: Any) -> Any:
+    """The process's one ``trt.Logger`` (WARNING): every Builder and Runtime gets this one.
+
+    TensorRT 7.x/8.0 documented the logger as "internally considered a singleton: multiple
+    instances of IRuntime and/or IBuilder must all use the same logger", and 8.0 warns that
+    it "maintains only a single logger pointer at any given time" (NVIDIA/TensorRT#1475);
+    from 8.2 the rule is that a logger must outlive every object created through it, and a
+    plugin library keeps the first one it saw (NVIDIA/TensorRT#4134: a second logger
+    crashed deserialisation). One logger that lives as long as the process satisfies all of
+    them. Keyed by the module object, so a test's stand-in module gets its own.
+    """
+    with _LOGGERS_LOCK:
+        entry = _LOGGERS.get(id(trt))
+        if entry is None or entry[0] is not trt:
+            entry = (trt, trt.Logger(trt.Logger.WARNING))
+            _LOGGERS[id(trt)] = entry
+        return entry[1]
 
 
 def trt_version(trt: Any) -> str:

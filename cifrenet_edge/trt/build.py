@@ -661,6 +661,8 @@ def build_engine(
         console = None
     say = (lambda msg: None) if console is None else (lambda msg: console.print(msg))
 
+    logger = api.shared_logger(trt)  # one per process: see its docstring
+    builder = trt.Builder(logger)
     net_flags = 0
     for name in plan.network_flags:
         net_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))

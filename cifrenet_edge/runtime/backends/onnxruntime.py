@@ -6,9 +6,27 @@ ONNX Runtime silently falls back to the CPU when a GPU provider cannot start (mi
 libraries, wrong driver); a GPU asked for explicitly and not obtained is an error here, not a
 quiet 20x slowdown on a robot.
 
+TensorRT provider (``device="tensorrt"``), options from ONNX Runtime's TensorRT EP docs:
+
+* a Q/DQ (INT8) model needs ``trt_int8_enable``: without it TensorRT refuses the network
+  ("Int8 precision has been set for a layer ... but int8 is not configured in the builder",
+  microsoft/onnxruntime#13381);
+* the engine and timing caches (``trt_engine_cache_enable``/``_path``,
+  ``trt_timing_cache_enable``, ORT >= 1.15) live in ``<model>.ort-trt-cache/`` beside the
+  model, one folder per ONNX Runtime and TensorRT version (ORT names cached engines by graph
+  and GPU, not by TensorRT version): without them every open rebuilds the engine, minutes
+  on a Jetson. With an engine cache path and no ``trt_timing_cache_path`` ORT puts the
+  timing cache beside the engines (microsoft/onnxruntime#17865); older releases reject
+  unknown option names, so only names the running release knows are passed.
+* ORT 1.18+ is built with TensorRT 10, which has no Pascal (GTX 1080 Ti, sm61) kernels;
+  ORT <= 1.17 pairs with TensorRT 8.6, the last with Pascal (ORT's EP requirements table).
+
 numpy + onnxruntime only, Python 3.8 syntax.
 """
 
+import hashlib
+import os
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -16,6 +34,12 @@ import onnxruntime as ort
 
 from ...errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
 from .base import Backend, Shape, fixed_precision, parse_device
+
+TRT_PROVIDER_HINT = (
+    "install onnxruntime-gpu with the TensorRT its release is built for (ORT 1.18+: TensorRT "
+    "10, which does not run on Pascal GPUs such as the GTX 1080 Ti; there use "
+    "onnxruntime-gpu <= 1.17 with TensorRT 8.6), or open the .engine file directly"
+)
 
 _PROVIDER_DEVICE = {
     "TensorrtExecutionProvider": "tensorrt",
@@ -66,11 +90,14 @@ class OnnxRuntimeBackend(Backend):
             self.device = f"{self.device}:{index}"
         if kind in ("cuda", "tensorrt") and not self.device.startswith(kind):
             self.close()
+            fix = (
+                TRT_PROVIDER_HINT
+                if kind == "tensorrt"
+                else "install onnxruntime-gpu matching your CUDA (<= 1.26 for Pascal GPUs)"
+            )
             raise BackendUnavailableError(
                 f"onnxruntime could not start its {kind} provider (it fell back to {active}): "
-                "install onnxruntime-gpu matching your CUDA (<= 1.26 for Pascal GPUs)"
-                + (" and TensorRT 10" if kind == "tensorrt" else "")
-                + ", or use device='cpu'"
+                f"{fix}, or use device='cpu'"
             )
         self.input_name, self.output_name = self._check_io(manifest)
         if self.precision == "int8" and self.device == "cpu":
@@ -92,8 +119,8 @@ class OnnxRuntimeBackend(Backend):
                     "this onnxruntime has no TensorRT provider (has: {}): install onnxruntime-gpu "
                     "with TensorRT, or open the .engine file directly".format(", ".join(available))
                 )
-            trt = ("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": trt_fp16})
-            return [trt, cuda, "CPUExecutionProvider"]
+            options = tensorrt_provider_options(self.path, self.manifest, index, trt_fp16)
+            return [("TensorrtExecutionProvider", options), cuda, "CPUExecutionProvider"]
         if kind == "cuda":
             if "CUDAExecutionProvider" not in available:
                 raise BackendUnavailableError(
@@ -154,3 +181,68 @@ class OnnxRuntimeBackend(Backend):
 
     def _close(self) -> None:
         self.session = None  # type: ignore[assignment]
+
+
+def _version_tuple(text: str) -> Tuple[int, ...]:
+    parts = []
+    for p in str(text).split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _tensorrt_version() -> str:
+    """The installed TensorRT's version, without importing it (``unknown`` when not told)."""
+    try:
+        from importlib import metadata
+    except ImportError:  # Python 3.7: no cache keying by TensorRT version
+        return "unknown"
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-libs"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def trt_cache_dir(model_path: str, ort_version: str, trt_version: str) -> Optional[Path]:
+    """``<model>.ort-trt-cache/ort<v>-trt<v>/``, else a per-user folder; None if neither works.
+
+    The key folder keeps engines of another ONNX Runtime or TensorRT release apart (a cached
+    engine only loads on the TensorRT that built it).
+    """
+    key = f"ort{ort_version}-trt{trt_version}".replace(os.sep, "_")
+    model = Path(model_path).resolve()
+    beside = model.parent / (model.name + ".ort-trt-cache") / key
+    digest = hashlib.sha256(str(model).encode("utf-8")).hexdigest()[:16]
+    user = Path.home() / ".cache" / "cifrenet-edge" / "ort-trt" / (model.stem + "-" + digest) / key
+    for folder in (beside, user):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a read-only model folder (robot images): try the user's cache
+            continue
+        if os.access(str(folder), os.W_OK):
+            return folder
+    return None
+
+
+def tensorrt_provider_options(
+    path: str,
+    manifest: Dict[str, Any],
+    index: int,
+    trt_fp16: bool,
+    ort_version: Optional[str] = None,
+    trt_version: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The TensorRT EP's options for this model (see the module docstring for each)."""
+    ort_version = ort_version or str(getattr(ort, "__version__", "0"))
+    options = {"device_id": index, "trt_fp16_enable": bool(trt_fp16)}  # type: Dict[str, Any]
+    if str(manifest.get("precision", "fp32")) == "int8":
+        options["trt_int8_enable"] = True  # Q/DQ: scales come from the graph, no calibration
+    cache = trt_cache_dir(path, ort_version, trt_version or _tensorrt_version())
+    if cache is not None:
+        options["trt_engine_cache_enable"] = True
+        options["trt_engine_cache_path"] = str(cache)
+        if _version_tuple(ort_version) >= (1, 15):  # the option's first release (PR #14767)
+            options["trt_timing_cache_enable"] = True
+    return options

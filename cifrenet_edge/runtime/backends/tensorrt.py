@@ -10,7 +10,14 @@
   thread gets its own context, stream and preallocated pinned/device buffers (up to
   ``max_contexts``; further threads share one slot under a lock). The CUDA context is made
   current on the calling thread around every call (``CudaApi.activate``), never by
-  ``pycuda.autoinit``.
+  ``pycuda.autoinit``. ``close()`` may race calls from other threads: "closed" is checked
+  under the slot list's lock (no slot is created after close took the list) and under each
+  slot's lock (no call runs on freed buffers), and the loser always gets ``ClosedError``.
+* One ``trt.Logger`` per process (``trt.api.shared_logger``): TensorRT 8.0 "maintains only a
+  single logger pointer at any given time" (NVIDIA/TensorRT#1475), and plugins keep the first
+  one (NVIDIA/TensorRT#4134); from 8.2 a logger must outlive everything made through it.
+* Teardown synchronises each stream before freeing its buffers: a copy still queued must not
+  write into freed pinned memory (``cudaFreeHost`` is not documented to wait for it).
 * ``predict_frame`` (used by the Segmenter when present): with CuPy installed, the argmax
   runs on the GPU on the engine's output buffer and only the HxW uint8 class map at network
   resolution crosses back (230 KB at 640x360 instead of 17.5 MB of logits); the nearest
@@ -22,13 +29,21 @@
 numpy + tensorrt + cuda-python/pycuda, imported lazily; Python 3.8 syntax.
 """
 
+import contextlib
 import threading
+import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from ...errors import BackendUnavailableError, ConfigError, EngineMismatchError, ModelFileError
+from ...errors import (
+    BackendUnavailableError,
+    ClosedError,
+    ConfigError,
+    EngineMismatchError,
+    ModelFileError,
+)
 from ...trt import api
 from ...trt.engine_manifest import (
     check_engine,
@@ -144,7 +159,7 @@ class TensorRTBackend(Backend):
         self.runtime = None  # type: Any
         with self.cuda.activate():
             info = self.cuda.device_info()
-            self.logger = trt.Logger(trt.Logger.WARNING)
+            self.logger = api.shared_logger(trt)
             self.runtime = trt.Runtime(self.logger)
             facts = runtime_facts(trt, info, self.runtime.num_DLA_cores)
             #: same-architecture, other-GPU notes (the engine loads; TensorRT warns too)
@@ -207,15 +222,20 @@ class TensorRTBackend(Backend):
 
     def _new_slot(self) -> _Slot:
         slot = _Slot()
-        slot.context = self.engine.create_execution_context()
-        if slot.context is None:
-            raise BackendUnavailableError(
-                f"TensorRT could not create an execution context for {self.path} (out of GPU "
-                "memory?): close other GPU programs or use fewer threads"
-            )
-        slot.stream = self.cuda.stream_create()
-        slot.events = [self.cuda.event_create() for _ in range(4)]
-        self._set_shape(slot, tuple(self.input_shape))
+        try:
+            slot.context = self.engine.create_execution_context()
+            if slot.context is None:
+                raise BackendUnavailableError(
+                    f"TensorRT could not create an execution context for {self.path} (out of "
+                    "GPU memory?): close other GPU programs or use fewer threads"
+                )
+            slot.stream = self.cuda.stream_create()
+            for _ in range(4):
+                slot.events.append(self.cuda.event_create())
+            self._set_shape(slot, tuple(self.input_shape))
+        except BaseException:
+            self._destroy_slot(slot)  # stream, events, buffers, context: none outlives a failure
+            raise
         return slot
 
     def _slot(self) -> _Slot:
@@ -223,6 +243,7 @@ class TensorRTBackend(Backend):
         if slot is not None:
             return slot
         with self._slots_lock:
+            self._check_open()  # under the lock: close() takes the list under it too
             if len(self._slots) < self.max_contexts:
                 # A robot callback thread has no current CUDA context (pycuda) or is bound to
                 # device 0 (runtime API): the context, stream and buffers must be made on ours.
@@ -235,6 +256,16 @@ class TensorRTBackend(Backend):
                 slot = self._shared
         self._local.slot = slot
         return slot
+
+    @contextlib.contextmanager
+    def _using(self, slot: _Slot) -> Iterator[None]:
+        """The slot's lock and the CUDA context; ClosedError if close() got there first."""
+        with slot.lock:
+            self._check_open()
+            if slot.context is None:  # freed by a close() this thread did not see start
+                raise ClosedError(f"tensorrt backend for {self.path} is closed: open a new one")
+            with self.cuda.activate():
+                yield
 
     def _set_shape(self, slot: _Slot, shape: Tuple[int, ...]) -> None:
         """Fix the input shape on the context and (re)allocate buffers to fit."""
@@ -257,6 +288,7 @@ class TensorRTBackend(Backend):
             )
         n_in, n_out = int(np.prod(shape)), int(np.prod(out_shape))
         if n_in > slot.capacity or n_out > slot.out_capacity:
+            slot.shape = slot.out_shape = None  # a failure below leaves no stale shape behind
             self._free_buffers(slot)
             in_dt, out_dt = self._io["input"]["dtype"], self._io["output"]["dtype"]
             slot.h_in = cuda.pinned_empty((n_in,), in_dt)
@@ -287,11 +319,15 @@ class TensorRTBackend(Backend):
         slot.capacity = slot.out_capacity = 0
 
     # -- execution -------------------------------------------------------------------------
-    def _enqueue(self, slot: _Slot) -> None:
-        """Launch the network on the slot's stream (graph replay when captured)."""
+    def _enqueue(self, slot: _Slot, use_graph: bool) -> None:
+        """Launch the network on the slot's stream (graph replay when ``use_graph``).
+
+        ``use_graph`` is passed by each call (never read from the backend): a benchmark with
+        graphs on one thread must not switch another thread's calls to graphs.
+        """
         handle = self.cuda.stream_handle(slot.stream)
         if self.caps.tensor_api:
-            if self.cuda_graph:
+            if use_graph:
                 if slot.graph is None:
                     # One plain enqueue first: TensorRT updates shape-dependent state there,
                     # which must not happen inside the capture.
@@ -343,11 +379,11 @@ class TensorRTBackend(Backend):
     def infer(self, x: np.ndarray) -> np.ndarray:
         self._check_open()
         slot = self._slot()
-        with slot.lock, self.cuda.activate():
+        with self._using(slot):
             self._prepare(slot, x)
             n_in, n_out = int(np.prod(slot.shape)), int(np.prod(slot.out_shape))
             self.cuda.htod_async(slot.d_in, slot.h_in[:n_in], slot.stream)
-            self._enqueue(slot)
+            self._enqueue(slot, self.cuda_graph)
             self.cuda.dtoh_async(slot.h_out[:n_out], slot.d_out, slot.stream)
             self.cuda.stream_sync(slot.stream)
             out = slot.h_out[:n_out].reshape(slot.out_shape)
@@ -363,7 +399,7 @@ class TensorRTBackend(Backend):
         cp = self._cupy
         slot = self._slot()
         n, _, h, w = self.input_shape
-        with slot.lock, self.cuda.activate():
+        with self._using(slot):
             if slot.shape != tuple(self.input_shape):
                 self._set_shape(slot, tuple(self.input_shape))
             n_in = int(np.prod(slot.shape))
@@ -372,11 +408,13 @@ class TensorRTBackend(Backend):
             if n > 1:
                 x[1:] = 0.0  # a fixed-batch engine runs padded; only row 0 is read back
             self.cuda.htod_async(slot.d_in, slot.h_in[:n_in], slot.stream)
-            self._enqueue(slot)
-            c = int(slot.out_shape[1])
-            nbytes = c * h * w * 4
+            self._enqueue(slot, self.cuda_graph)
+            # The logits' own size: a network may output below its input resolution (the
+            # Segmenter's host path takes the argmax there too, then resizes the class map).
+            c, oh, ow = (int(d) for d in slot.out_shape[1:4])
+            nbytes = c * oh * ow * 4  # batch row 0 only
             mem = cp.cuda.UnownedMemory(int(slot.d_out), nbytes, self, self.cuda.device_id)
-            logits = cp.ndarray((c, h, w), dtype=cp.float32, memptr=cp.cuda.MemoryPointer(mem, 0))
+            logits = cp.ndarray((c, oh, ow), dtype=cp.float32, memptr=cp.cuda.MemoryPointer(mem, 0))
             stream = cp.cuda.ExternalStream(self.cuda.stream_handle(slot.stream))
             with stream:
                 small = cp.argmax(logits, axis=0).astype(cp.uint8)  # first maximum, as numpy
@@ -395,8 +433,11 @@ class TensorRTBackend(Backend):
 
         CUDA events bracket each step on the slot's stream, so host Python overhead is not
         counted in ``compute`` (trtexec's "GPU Compute Time"); ``latency`` is h2d + compute +
-        d2h from the same events. The input is ``x`` (a preprocessed real frame: INT8 kernels
-        and denormals behave differently on real data) or zeros at the engine's shape.
+        d2h from the same events. ``walltime_s`` is the host wall clock around the timed
+        iterations (warm-up excluded): trtexec's "Total Host Walltime", which its throughput
+        divides by. The input is ``x`` (a preprocessed real frame: INT8 kernels and denormals
+        behave differently on real data) or zeros at the engine's shape. ``cuda_graph``
+        applies to this call only.
         """
         self._check_open()
         if cuda_graph and not (self.caps.cuda_graphs and self.cuda.supports_graphs):
@@ -405,49 +446,54 @@ class TensorRTBackend(Backend):
                 f"(have TensorRT {self.version}, {self.cuda.library})"
             )
         slot = self._slot()
-        saved = self.cuda_graph
+        graph = bool(cuda_graph)
         result = {"h2d": [], "compute": [], "d2h": [], "latency": []}  # type: Dict[str, Any]
-        with slot.lock, self.cuda.activate():
-            self.cuda_graph = bool(cuda_graph)
-            try:
-                n_in, n_out = int(np.prod(slot.shape)), int(np.prod(slot.out_shape))
-                if x is None:
-                    slot.h_in[:n_in] = 0
-                elif int(np.prod(x.shape)) != n_in:
-                    raise ConfigError(
-                        f"benchmark input shape {tuple(x.shape)} does not match the engine's "
-                        f"{tuple(slot.shape)}: pass a tensor of the engine's input shape"
-                    )
-                else:
-                    np.copyto(slot.h_in[:n_in].reshape(slot.shape), x, casting="same_kind")
-                if self.cuda_graph and slot.graph is None:
-                    # Capture (with its plain warm-up enqueue) outside the timed loop: with
-                    # warmup=0 it would otherwise land in the first ``compute`` sample.
-                    self._enqueue(slot)
-                    self.cuda.stream_sync(slot.stream)
-                e0, e1, e2, e3 = slot.events
-                for i in range(int(warmup) + int(iters)):
-                    self.cuda.event_record(e0, slot.stream)
-                    self.cuda.htod_async(slot.d_in, slot.h_in[:n_in], slot.stream)
-                    self.cuda.event_record(e1, slot.stream)
-                    self._enqueue(slot)
-                    self.cuda.event_record(e2, slot.stream)
-                    self.cuda.dtoh_async(slot.h_out[:n_out], slot.d_out, slot.stream)
-                    self.cuda.event_record(e3, slot.stream)
-                    self.cuda.stream_sync(slot.stream)
-                    if i >= int(warmup):
-                        h2d = self.cuda.event_elapsed_ms(e0, e1)
-                        compute = self.cuda.event_elapsed_ms(e1, e2)
-                        d2h = self.cuda.event_elapsed_ms(e2, e3)
-                        result["h2d"].append(h2d)
-                        result["compute"].append(compute)
-                        result["d2h"].append(d2h)
-                        result["latency"].append(h2d + compute + d2h)
-            finally:
-                self.cuda_graph = saved
+        wall = 0.0
+        with self._using(slot):
+            if slot.shape is None:  # a failed reshape left no buffers: make them again
+                self._set_shape(slot, tuple(self.input_shape))
+            n_in, n_out = int(np.prod(slot.shape)), int(np.prod(slot.out_shape))
+            if x is None:
+                slot.h_in[:n_in] = 0
+            elif int(np.prod(x.shape)) != n_in:
+                raise ConfigError(
+                    f"benchmark input shape {tuple(x.shape)} does not match the engine's "
+                    f"{tuple(slot.shape)}: pass a tensor of the engine's input shape"
+                )
+            else:
+                np.copyto(slot.h_in[:n_in].reshape(slot.shape), x, casting="same_kind")
+            if graph and slot.graph is None:
+                # Capture (with its plain warm-up enqueue) outside the timed loop: with
+                # warmup=0 it would otherwise land in the first ``compute`` sample.
+                self._enqueue(slot, True)
+                self.cuda.stream_sync(slot.stream)
+            e0, e1, e2, e3 = slot.events
+            t0 = time.perf_counter()
+            for i in range(int(warmup) + int(iters)):
+                if i == int(warmup):
+                    t0 = time.perf_counter()
+                self.cuda.event_record(e0, slot.stream)
+                self.cuda.htod_async(slot.d_in, slot.h_in[:n_in], slot.stream)
+                self.cuda.event_record(e1, slot.stream)
+                self._enqueue(slot, graph)
+                self.cuda.event_record(e2, slot.stream)
+                self.cuda.dtoh_async(slot.h_out[:n_out], slot.d_out, slot.stream)
+                self.cuda.event_record(e3, slot.stream)
+                self.cuda.stream_sync(slot.stream)
+                if i >= int(warmup):
+                    h2d = self.cuda.event_elapsed_ms(e0, e1)
+                    compute = self.cuda.event_elapsed_ms(e1, e2)
+                    d2h = self.cuda.event_elapsed_ms(e2, e3)
+                    result["h2d"].append(h2d)
+                    result["compute"].append(compute)
+                    result["d2h"].append(d2h)
+                    result["latency"].append(h2d + compute + d2h)
+            if int(iters) > 0:
+                wall = time.perf_counter() - t0
         result.update(
             {
-                "cuda_graph": bool(cuda_graph),
+                "walltime_s": wall,
+                "cuda_graph": graph,
                 "input_shape": list(slot.shape or ()),
                 "tensorrt": self.version,
                 "gpu": self.gpu,
@@ -471,25 +517,41 @@ class TensorRTBackend(Backend):
         return d
 
     # -- teardown --------------------------------------------------------------------------
+    def _destroy_slot(self, slot: _Slot) -> None:
+        """Free what a slot holds, whatever state it is in (also a half-built one).
+
+        Best effort: after a sticky CUDA error every call fails, and freeing the rest still
+        matters more than the first error (the process has to restart the GPU work anyway).
+        """
+        cuda = self.cuda
+        steps = []  # type: List[Any]
+        if slot.stream is not None:
+            # Queued copies must not outlive the buffers they read and write.
+            steps.append(lambda: cuda.stream_sync(slot.stream))
+        if slot.graph is not None:
+            steps.append(lambda g=slot.graph: cuda.graph_destroy(g))
+        steps.append(lambda: self._free_buffers(slot))
+        for ev in slot.events:
+            steps.append(lambda ev=ev: cuda.event_destroy(ev))
+        if slot.stream is not None:
+            steps.append(lambda s=slot.stream: cuda.stream_destroy(s))
+        for step in steps:
+            with contextlib.suppress(Exception):  # see the docstring
+                step()
+        slot.graph = None
+        slot.events = []
+        slot.stream = None
+        slot.context = None  # contexts before the engine, the engine before the runtime
+
     def _close(self) -> None:
         cuda = getattr(self, "cuda", None)
         if cuda is None:
             return
+        with self._slots_lock:  # from here no thread can add a slot (``_slot`` checks closed)
+            slots, self._slots, self._shared = list(self._slots), [], None
         with cuda.activate():
-            for slot in self._slots:
-                with slot.lock:
-                    if slot.graph is not None:
-                        cuda.graph_destroy(slot.graph)
-                        slot.graph = None
-                    self._free_buffers(slot)
-                    for ev in slot.events:
-                        cuda.event_destroy(ev)
-                    slot.events = []
-                    if slot.stream is not None:
-                        cuda.stream_destroy(slot.stream)
-                        slot.stream = None
-                    slot.context = None  # contexts before the engine, the engine before runtime
-            self._slots = []
-            self._shared = None
+            for slot in slots:
+                with slot.lock:  # waits for a call in flight on this slot to finish
+                    self._destroy_slot(slot)
             self.engine = None
             self.runtime = None

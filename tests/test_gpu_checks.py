@@ -1,0 +1,66 @@
+"""benchmarks/gpu_checks.py (what benchmarks/run_gpu.sh runs on a lent GPU) in its dry run.
+
+The same checks run on the simulated CUDA of ``cuda_sim`` with PyTorch on the CPU, so the
+script that gets a few minutes of a real GPU is known to work before it gets them, and a
+planted bug must make it fail loudly (exit 1, a FAILED line), never pass or skip.
+"""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifrenet_edge.runtime.backends import tensorrt as trt_backend
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_checks.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_checks():
+    spec = importlib.util.spec_from_file_location("gpu_checks", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_checks"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("gpu_checks", None)
+
+
+def _result(out: Path):
+    (path,) = sorted(out.glob("gpu_checks_dryrun_*.json"))
+    return json.loads(path.read_text())
+
+
+def test_dry_run_passes_every_check_into_one_json_file(gpu_checks, tmp_path, capsys):
+    assert gpu_checks.main(["--dry-run", "--out", str(tmp_path)]) == 0
+    d = _result(tmp_path)
+    assert d["schema"] == "cifrenet-edge/gpu-checks" and d["ok"] is True
+    names = [c["name"] for c in d["checks"]]
+    assert names == [n for n, _ in gpu_checks.CHECKS] + ["bench_torch_rows"]
+    assert all(c["status"] == "ok" for c in d["checks"])
+    by_name = {c["name"]: c["details"] for c in d["checks"]}
+    assert by_name["tensorrt_backend_binding_api"]["execution_api"] == "execute_async_v2"
+    assert by_name["tensorrt_backend_tensor_api"]["execution_api"] == "execute_async_v3"
+    assert by_name["tensorrt_backend_close_racing_predict"]["closed"] == 4
+    rows = by_name["bench_torch_rows"]["report"]["results"]
+    assert [(r["backend"], r["precision"], r["status"]) for r in rows] == [("torch", "fp32", "ok")]
+    assert "all checks passed" in capsys.readouterr().out
+
+
+def test_a_planted_bug_fails_loudly(gpu_checks, tmp_path, capsys, monkeypatch):
+    real = trt_backend.TensorRTBackend._set_shape
+
+    def wrong_pointer(self, slot, shape):
+        real(self, slot, shape)
+        if self.caps.tensor_api:
+            slot.context.set_tensor_address(self._io["input"]["name"], slot.d_out)
+
+    monkeypatch.setattr(trt_backend.TensorRTBackend, "_set_shape", wrong_pointer)
+    assert gpu_checks.main(["--dry-run", "--out", str(tmp_path)]) == 1
+    d = _result(tmp_path)
+    assert d["ok"] is False
+    failed = {c["name"] for c in d["checks"] if c["status"] == "failed"}
+    assert "tensorrt_backend_tensor_api" in failed and "cuda_wrapper" not in failed
+    out = capsys.readouterr().out
+    assert "FAILED  tensorrt_backend_tensor_api" in out and "CHECKS FAILED" in out
