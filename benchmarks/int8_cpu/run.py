@@ -2,6 +2,7 @@
 
     python benchmarks/int8_cpu/run.py                 # 640x360, ~3-4 minutes
     python benchmarks/int8_cpu/run.py --rounds 60 --weights best.pth --calib frames/
+    python benchmarks/int8_cpu/run.py --emulate-avx2  # an AVX2-only CPU's int8 kernels
 
 Exports the FP32 ONNX (``export.export_onnx``), quantizes it (``quantize.quantize_onnx``,
 the TensorRT-style s8 symmetric Q/DQ file), then times, interleaved in reshuffled blocks
@@ -14,6 +15,17 @@ the TensorRT-style s8 symmetric Q/DQ file), then times, interleaved in reshuffle
   (f32 inference precision, as the runtime sets it), plus OpenVINO with its default
   inference precision (bf16 on AMX/AVX512-BF16 CPUs) to show what an "FP32" baseline
   silently becomes without the hint.
+
+Every INT8 path's class-map agreement with FP32 is recorded beside its speed, on held-out
+synthetic scenes: the export's gate (Q/DQ evaluated in float), the 7-bit CPU variant, and
+what each runtime path really returns on this CPU.
+
+``--emulate-avx2`` caps oneDNN at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, which OpenVINO obeys):
+an AVX-512 VNNI Xeon then runs OpenVINO's int8 kernels as an AVX2-only CPU does,
+saturation included, and the runtime takes its 7-bit path. ONNX Runtime ignores the cap, so
+the FP32 reference for the headline ratio is then OpenVINO FP32 under the same cap (ONNX
+Runtime's uncapped FP32 is timed and reported too). On a real AVX2-only CPU run it without
+the flag.
 
 It also records why onnxruntime is slow on the s8 file: the op counts of the graph ORT
 actually executes after its own optimisations (float Convs left between Q/DQ pairs).
@@ -120,6 +132,27 @@ def interleaved(cands: dict, rounds: int, warmup: int = 3) -> dict:
     }
 
 
+AGREEMENT_FRAMES = 8
+
+
+def _agreements(seg: dict, wh) -> dict:
+    """Each open path's class-map agreement with the toolkit FP32 path, end to end.
+
+    Held-out synthetic scenes (seeds 9000+), never calibrated on, at 1280x720.
+    """
+    from cifrenet_edge.data.synthetic import make_scene
+
+    frames = [make_scene(9000 + i, (1280, 720))[0] for i in range(AGREEMENT_FRAMES)]
+    ref = [seg["toolkit fp32"].predict(f) for f in frames]
+    out = {}
+    for name, s in seg.items():
+        if name == "toolkit fp32":
+            continue
+        got = [s.predict(f) for f in frames]
+        out[name] = float(np.mean([(a == b).mean() for a, b in zip(ref, got)]))
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--res", default="640x360")
@@ -128,7 +161,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--threads", type=int, default=None, help="default: all cores")
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--emulate-avx2", action="store_true", help="cap oneDNN (OpenVINO) at AVX2 first"
+    )
     args = ap.parse_args(argv)
+    if args.emulate_avx2:
+        if "openvino" in sys.modules:
+            raise SystemExit("--emulate-avx2 must be set before OpenVINO loads")
+        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
 
     from cifrenet_edge.data.synthetic import make_scene
     from cifrenet_edge.export import export_onnx
@@ -137,7 +177,16 @@ def main(argv=None) -> dict:
     from cifrenet_edge.runtime import Segmenter
 
     wh = parse_resolution(args.res)
-    info = {"machine": machine(), "res": list(wh), "rounds": args.rounds}
+    from cifrenet_edge.runtime.cpu_int8 import int8_support
+
+    probe = int8_support()
+    info = {
+        "machine": machine(),
+        "res": list(wh),
+        "rounds": args.rounds,
+        "emulated_avx2": bool(args.emulate_avx2),
+        "int8_probe": {"dot_product": probe.dot_product, "reason": probe.reason},
+    }
     with tempfile.TemporaryDirectory(prefix="int8_bench_") as tmp:
         tmp = Path(tmp)
         weights = args.weights
@@ -168,7 +217,11 @@ def main(argv=None) -> dict:
             quiet=True,
         )
         info["prepare_s"] = round(time.perf_counter() - t0, 1)
-        info["int8_agreement_vs_fp32"] = int8.parity["agreement"]
+        info["int8_agreement_vs_fp32"] = int8.parity["agreement"]  # Q/DQ in float
+        info["int8_7bit_agreement_vs_fp32"] = int8.parity["variants"]["weights_7bit"]["agreement"]
+        info["this_cpu_at_export"] = {
+            k: int8.parity["this_cpu"].get(k) for k in ("backend", "weight_bits", "agreement")
+        }
         info["ort_executed_graph"] = {
             "fp32": ort_executed_graph(fp32.path),
             "int8": ort_executed_graph(int8.path),
@@ -187,17 +240,34 @@ def main(argv=None) -> dict:
             "openvino int8 (f32)": (int8.path, "openvino"),
         }.items():
             seg[name] = Segmenter.open(path, backend=backend, threads=args.threads)
+        if args.emulate_avx2:  # the AVX2-honest FP32 end to end: OpenVINO under the same cap
+            seg["openvino fp32 (f32)"].close()
+            seg["openvino fp32 (f32)"] = Segmenter.open(
+                fp32.path, backend="openvino", threads=args.threads
+            )
+        os.environ["CIFRENET_EDGE_INT8_DOT"] = "1"  # 8-bit weights whatever the CPU
+        seg["openvino int8 8-bit weights"] = Segmenter.open(
+            int8.path, backend="openvino", threads=args.threads
+        )
+        os.environ["CIFRENET_EDGE_INT8_DOT"] = "0"  # the non-saturating variant
+        seg["openvino int8 7-bit weights"] = Segmenter.open(
+            int8.path, backend="openvino", threads=args.threads
+        )
+        del os.environ["CIFRENET_EDGE_INT8_DOT"]
         info["toolkit_backends"] = {
             "fp32": seg["toolkit fp32"].backend.name,
             "int8": seg["toolkit int8"].backend.name,
+            "int8_weight_bits": seg["toolkit int8"].backend.describe().get("int8_weight_bits"),
+            "int8_reason": seg["toolkit int8"].reason,
         }
+        info["agreement_end_to_end"] = _agreements(seg, wh)
         from cifrenet_edge.runtime.preprocess import preprocess
 
         m = fp32.manifest
         x = preprocess(frame, wh, m["mean_bgr"], m["scale"])
 
         cands = {}
-        for name in ("toolkit fp32", "toolkit int8"):
+        for name in ("toolkit fp32", "toolkit int8", "openvino fp32 (f32)"):
             cands[name + " predict"] = (lambda s: lambda: s.predict(frame))(seg[name])
         for name, s in seg.items():
             if not name.startswith("toolkit"):
@@ -219,7 +289,19 @@ def main(argv=None) -> dict:
         res = interleaved(cands, args.rounds)
         med = {k: v["median_ms"] for k, v in res.items()}
         info["timings"] = res
+        fp32_e2e = "openvino fp32 (f32) predict" if args.emulate_avx2 else "toolkit fp32 predict"
+        info["headline"] = {
+            "int8_end_to_end_speedup": med[fp32_e2e] / med["toolkit int8 predict"],
+            "fp32_end_to_end_reference": fp32_e2e,
+            "int8_path": info["toolkit_backends"]["int8_reason"],
+            "int8_agreement_end_to_end": info["agreement_end_to_end"]["toolkit int8"],
+            "float_evaluated_reference_agreement": info["int8_agreement_vs_fp32"],
+        }
         info["ratios"] = {
+            "openvino int8 7-bit over 8-bit weights (speed)": med[
+                "openvino int8 8-bit weights infer"
+            ]
+            / med["openvino int8 7-bit weights infer"],
             "toolkit int8 speedup over toolkit fp32 (end to end)": med["toolkit fp32 predict"]
             / med["toolkit int8 predict"],
             "openvino int8 over openvino fp32 (f32)": med["openvino fp32 (f32) infer"]
@@ -254,6 +336,9 @@ def main(argv=None) -> dict:
         )
     for k, v in info["ratios"].items():
         print(f"{k}: {v:.2f}x")
+    for k, v in info["agreement_end_to_end"].items():
+        print(f"agreement with toolkit fp32 (end to end, {AGREEMENT_FRAMES} scenes): {k}: {v:.4f}")
+    print(f"headline: {json.dumps(info['headline'])}")
     print(f"backends chosen by the runtime: {info['toolkit_backends']}")
     print(f"wrote {out}")
     return info
