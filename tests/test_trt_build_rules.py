@@ -366,7 +366,10 @@ def test_rules_module_is_python38():
     if vermin is None:
         pytest.skip("vermin not installed (pip install vermin)")
     root = Path(rules.__file__).resolve().parent
-    files = [root / "rules.py", root / "build.py", root / "calibrator.py"]
+    files = [
+        root / name
+        for name in ("rules.py", "build.py", "plan.py", "timing_cache.py", "calibrator.py")
+    ]
     out = subprocess.run(
         [vermin, "-t=3.8-", "--no-tips", "--violations", *map(str, files)],
         capture_output=True,
@@ -491,7 +494,7 @@ def test_timing_cache_is_combined_with_the_file_under_a_lock(run_build, tmp_path
 
 def test_file_lock_excludes_a_second_holder(tmp_path):
     fcntl = pytest.importorskip("fcntl")
-    from cifrenet_edge.trt.build import _file_lock
+    from cifrenet_edge.trt.timing_cache import file_lock as _file_lock
 
     target = tmp_path / "t.cache"
     lock = str(target) + ".lock"
