@@ -56,6 +56,16 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 # Importing a command module registers its command on ``app``; this order (the order the
 # data flows) is the order `--help` lists them in.
-COMMAND_MODULES = ("info", "export", "calib", "predict", "bench", "data", "train", "evaluate")
+COMMAND_MODULES = (
+    "info",
+    "export",
+    "calib",
+    "predict",
+    "serve",
+    "bench",
+    "data",
+    "train",
+    "evaluate",
+)
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

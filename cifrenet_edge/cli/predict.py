@@ -13,7 +13,11 @@ from . import app
 
 @app.command()
 def predict(
-    model: Path = typer.Argument(..., help="model file: .onnx, .engine/.plan or .pt/.pth"),
+    model: str = typer.Argument(
+        ...,
+        help="model file (.onnx, .engine/.plan, .pt/.pth) or a Triton model served by "
+        "`cifrenet-edge serve`: grpc://HOST:PORT/NAME or http://HOST:PORT/NAME",
+    ),
     source: str = typer.Option(
         ...,
         "--source",
@@ -57,8 +61,9 @@ def predict(
     def on_open(seg: Any, src: Any) -> None:
         if not as_json:
             b = seg.backend
+            where = seg.path if b.name == "triton" else Path(seg.path).name  # a URL stays whole
             typer.echo(
-                f"{Path(seg.path).name}: {b.name} on {b.device}, {b.precision}, "
+                f"{where}: {b.name} on {b.device}, {b.precision}, "
                 f"{seg.resolution[0]}x{seg.resolution[1]} ({seg.reason}); source: {src.kind}"
                 + (f" {src.topic}" if getattr(src, "topic", None) else ""),
                 err=True,

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ClosedError, ConfigError, FrameError, ModelFileError
 from ..manifest import check_manifest, read_manifest, sidecar_path
-from .backends import TORCH_SUFFIXES, Backend, choose_backend, load_backend
+from .backends import TORCH_SUFFIXES, Backend, choose_backend, is_remote, load_backend
 from .postprocess import argmax_classes, palette_lut, resize_logits, resize_mask, softmax_
 from .preprocess import check_frame, normalize_into, resize_bgr
 
@@ -83,6 +83,30 @@ def open_manifest(path: Path) -> Dict[str, Any]:
     return read_manifest(path)
 
 
+def _open_remote(
+    url: str,
+    device: str,
+    backend: Optional[str],
+    precision: Optional[str],
+    threads: Optional[int],
+    resolution: Resolution,
+    timeout: Optional[float],
+    warmup: int,
+) -> "Segmenter":
+    """``Segmenter.open`` for a Triton URL; options only the server can honour are errors."""
+    local = {"device": device != "auto", "backend": backend, "precision": precision}
+    local.update({"threads": threads, "resolution": resolution})
+    asked = [k for k, v in local.items() if v]
+    if asked:
+        raise ConfigError(
+            "{} cannot be chosen by a client of {}: the server runs the model (set them on "
+            "`cifrenet-edge serve`)".format(", ".join(asked), url)
+        )
+    from .remote import DEFAULT_TIMEOUT_S, open_remote
+
+    return open_remote(url, DEFAULT_TIMEOUT_S if timeout is None else timeout, min(warmup, 1))
+
+
 class _Buffers:
     """One thread's preallocated tensors (input batch, argmax scratch)."""
 
@@ -134,6 +158,7 @@ class Segmenter:
         warmup: int = 2,
         threads: Optional[int] = None,
         resolution: Resolution = None,
+        timeout: Optional[float] = None,
     ) -> "Segmenter":
         """Open a model file with the backend its format (and this machine) calls for.
 
@@ -143,7 +168,18 @@ class Segmenter:
         the file except where the backend can lower it itself (torch and ORT-TensorRT fp16).
         ``resolution`` picks a size inside a dynamic model's range (default: its 'opt').
         ``warmup`` inferences run here, so the first real frame is not the slow one.
+
+        ``path`` may also be a Triton server's model, ``grpc://HOST:PORT/NAME`` or
+        ``http://...`` (``cifrenet-edge serve``): a ``runtime.remote.RemoteSegmenter`` with the
+        same API, whose calls fail within ``timeout`` seconds (default 10) when the server is
+        down. The server chooses device, backend, precision and resolution there.
         """
+        if is_remote(path):
+            return _open_remote(
+                str(path), device, backend, precision, threads, resolution, timeout, warmup
+            )
+        if timeout is not None:
+            raise ConfigError("timeout= applies to Triton URLs (grpc://, http://), not to files")
         path = Path(path).expanduser()
         manifest = open_manifest(path)
         check_manifest(manifest, path)

@@ -52,6 +52,8 @@ BACKENDS = {
 }
 
 TORCH_SUFFIXES = (".pt", ".pth", ".safetensors")
+# A Triton server's URL is not a file: Segmenter.open hands it to runtime/remote.py.
+REMOTE_SCHEMES = ("grpc://", "http://")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 SUFFIX_BACKENDS = {
@@ -78,6 +80,11 @@ def installed(name: str) -> bool:
         return importlib.util.find_spec(_LIBRARY[name]) is not None
     except (ImportError, ValueError):
         return False
+
+
+def is_remote(path: object) -> bool:
+    """Whether ``path`` names a model on a Triton server (``grpc://``/``http://``), not a file."""
+    return str(path).lower().startswith(REMOTE_SCHEMES)
 
 
 def _ort_has_cuda() -> bool:
@@ -203,11 +210,13 @@ __all__ = [
     "BACKENDS",
     "ENGINE_SUFFIXES",
     "ONNX_SUFFIXES",
+    "REMOTE_SCHEMES",
     "TORCH_SUFFIXES",
     "Backend",
     "backend_class",
     "choose_backend",
     "cpu_int8_plan",
     "installed",
+    "is_remote",
     "load_backend",
 ]
