@@ -301,6 +301,33 @@ def test_predict_cli_reads_from_the_server(server, local, real_images_dir, tmp_p
         assert np.array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), local.predict(frame))
 
 
+def test_bench_sweep_through_the_server(server, runtime_content_onnx, tmp_path):
+    """`bench --model grpc://...`: each level measured remotely and locally, the batches
+    Triton formed read from its statistics, a JSON report (no figures are asserted)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cifrenet_edge.cli import app
+
+    out = tmp_path / "sweep.json"
+    args = ["bench", "--model", server.grpc_url, "--clients", "1,2", "--seconds", "0.5"]
+    args += ["--metrics-port", str(server.metrics), "--json", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["kind"] == "cifrenet-edge/bench-serving/1" and report["clients"] == [1, 2]
+    assert report["local_model"] == str(Path(runtime_content_onnx).resolve())
+    for row in report["remote"]:
+        assert row["requests"] > 0 and not row["errors"]
+        assert row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+        b = row["batches"]
+        assert b["source"] == "statistics" and b["executions"] > 0
+        assert sum(int(k) * v for k, v in b["formed"].items()) >= row["requests"]
+    assert [r["clients"] for r in report["local"]] == [1, 2]
+    assert all(r["requests"] > 0 for r in report["local"])
+
+
 def test_port_in_use_is_one_line_error(server, runtime_content_onnx):
     proc = subprocess.run(
         [

@@ -14,7 +14,10 @@ def bench(
         None, "--res", help="WIDTHxHEIGHT, repeatable (default 640x360, the paper's speed row)"
     ),
     model: Optional[str] = typer.Option(
-        None, "--model", help="benchmark this .onnx/.engine/.pth instead of exporting --preset"
+        None,
+        "--model",
+        help="benchmark this .onnx/.engine/.pth instead of exporting --preset; a Triton URL "
+        "(grpc://HOST:PORT/NAME, http://...) runs the concurrent-client sweep",
     ),
     preset: str = typer.Option("cityscapes", "--preset", help="cityscapes, camvid or helen"),
     weights: Optional[str] = typer.Option(
@@ -61,12 +64,25 @@ def bench(
         None, "--cache", help="folder for exported models (default models/cache)"
     ),
     no_e2e: bool = typer.Option(False, "--no-e2e", help="time compute latency only"),
+    clients: str = typer.Option(
+        "1,2,4,8", "--clients", help="Triton URL: concurrent clients per level"
+    ),
+    local: Optional[str] = typer.Option(
+        None, "--local", help="Triton URL: the model file to compare with locally"
+    ),
+    metrics_port: int = typer.Option(
+        8002, "--metrics-port", help="Triton URL: the server's metrics port (batch sizes)"
+    ),
 ) -> None:
     """Benchmark every backend and precision available here (compute and end-to-end latency)."""
     from .. import bench as B
+    from ..runtime.backends import is_remote
 
     console = make_console()
     err = make_console(stderr=True)
+    if model is not None and is_remote(model):
+        _serving_sweep(model, clients, local, metrics_port, seconds, frame, json_path, no_save)
+        return
     resolutions = B.parse_resolutions(res) if res else None
     if estimate_only:
         from ..estimate import estimate as run_estimate
@@ -104,3 +120,34 @@ def bench(
     B.write_report_json(report, jp)
     B.plot_report(report, pp)
     console.print(f"wrote {jp} and {pp}")
+
+
+def _serving_sweep(
+    url: str,
+    clients: str,
+    local: Optional[str],
+    metrics_port: int,
+    seconds: float,
+    frame: Optional[str],
+    json_path: Optional[Path],
+    no_save: bool,
+) -> None:
+    """`bench --model grpc://...`: the concurrent-client sweep (cifrenet_edge/serve/sweep.py)."""
+    from ..serve import sweep
+
+    console = make_console()
+    err = make_console(stderr=True)
+    report = sweep.run_client_sweep(
+        url,
+        clients=sweep.parse_clients(clients),
+        seconds=seconds,
+        frame=frame,
+        local=local,
+        metrics_port=metrics_port,
+        log=lambda s: err.print(f"[dim]{s}[/dim]"),
+    )
+    sweep.render_sweep(report, console)
+    if not no_save:
+        path = json_path or sweep.default_output_path(report)
+        sweep.write_sweep_json(report, path)
+        console.print(f"wrote {path}")

@@ -264,6 +264,8 @@ def _runtime_parameters(seg: Any, options: ServeOptions) -> Dict[str, str]:
         "resolution": list(seg.resolution),
         "max_side": int(options.max_side),
         "reason": seg.reason,
+        # the file on the server: `bench` compares with it locally when it runs there too
+        "model": os.path.abspath(seg.path),
     }
     return {
         MANIFEST_PARAMETER: json.dumps(seg.manifest, sort_keys=True),
