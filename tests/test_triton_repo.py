@@ -176,3 +176,55 @@ def test_refuses_other_files_and_folders(
     with pytest.raises(ConfigError, match="not a Triton model folder"):
         write_model_repository(runtime_content_onnx, tmp_path / "repo")
     assert (tmp_path / "repo" / "cifrenet" / "notes.txt").read_text() == "mine"
+
+
+def run_export_cli(capsys, *args):
+    from cifrenet_edge.cli import main
+
+    try:
+        main(["export", *map(str, args)])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_export_cli_writes_a_repository(runtime_content_onnx, tmp_path, capsys):
+    repo = tmp_path / "repo"
+    code, _, err = run_export_cli(
+        capsys, "--format", "triton", "--from", runtime_content_onnx, "--output", repo
+    )
+    assert code == 0, err
+    assert "nvcr.io/nvidia/tritonserver" in err
+    assert parse((repo / "cifrenet" / "config.pbtxt").read_text()).platform == "onnxruntime_onnx"
+
+    # the whole pipeline: a verified --dynamic export, only the repository left behind
+    code, out, err = run_export_cli(
+        capsys,
+        *("--format", "triton", "--res", "64x32", "--dynamic", "--output", repo),
+        *("--triton-name", "dyn", "--triton-max-batch", "2", "--quiet"),
+    )
+    assert code == 0, err
+    config = parse((repo / "dyn" / "config.pbtxt").read_text())
+    assert config.max_batch_size == 2 and list(config.dynamic_batching.preferred_batch_size) == [
+        1,
+        2,
+    ]
+    assert sorted(p.name for p in repo.iterdir()) == ["cifrenet", "dyn"]  # no stray files
+    assert "argmax agreement" in out  # the export's own parity table is still printed
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--format", "onnx", "--from", "m.onnx"), "add --format triton"),
+        (("--format", "triton", "--triton-max-batch", "4"), "dynamic batch dimension"),
+        (("--format", "triton", "--triton-kind", "tpu"), "unknown instance kind"),
+    ],
+)
+def test_export_cli_triton_errors_before_exporting(tmp_path, capsys, args, words):
+    code, _, err = run_export_cli(capsys, *args, "--output", tmp_path / "repo")
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: ") and words in err
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())

@@ -5,6 +5,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..errors import ConfigError
 from . import app, make_console
 
 
@@ -31,7 +32,12 @@ def export(
         None, "--verify-images", help="folder of images for the parity gate (default: random)"
     ),
     precision: str = typer.Option("fp32", help="fp32, fp16 or int8"),
-    fmt: str = typer.Option("onnx", "--format", help="onnx or engine (TensorRT, needs a GPU)"),
+    fmt: str = typer.Option(
+        "onnx",
+        "--format",
+        help="onnx, engine (TensorRT, needs a GPU) or triton (a Triton model repository at "
+        "--output, default models/triton)",
+    ),
     calib: Optional[str] = typer.Option(
         None, "--calib", help="INT8 calibration images: folder, video or list file"
     ),
@@ -52,13 +58,42 @@ def export(
     int8_mode: str = typer.Option("qdq", help="qdq (explicit Q/DQ ONNX) or calibrator (TRT 8/10)"),
     batch: int = typer.Option(1, help="static batch size (dynamic: the opt batch)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="only errors and the summary"),
+    source: Optional[Path] = typer.Option(
+        None, "--from", help="triton: an existing .onnx/.engine instead of running the export"
+    ),
+    triton_name: str = typer.Option("cifrenet", "--triton-name", help="triton: model name"),
+    triton_backend: Optional[str] = typer.Option(
+        None, "--triton-backend", help="triton: onnxruntime, openvino or tensorrt (engine)"
+    ),
+    triton_max_batch: Optional[int] = typer.Option(
+        None, "--triton-max-batch", help="triton: largest batch (--dynamic models)"
+    ),
+    triton_instances: int = typer.Option(1, "--triton-instances", help="triton: instances"),
+    triton_kind: str = typer.Option("auto", "--triton-kind", help="triton: auto, gpu or cpu"),
+    triton_queue_delay_us: int = typer.Option(
+        2000, "--triton-queue-delay-us", help="triton: batcher queue delay (us)"
+    ),
 ) -> None:
     """Export CIFReNet to ONNX for a TensorRT target, verified against PyTorch."""
     from rich.table import Table
 
     from ..export import EngineOptions, Int8Options, OnnxOptions
     from ..export import export as run_export
+    from ..serve.triton_repo import TritonOptions, write_model_repository
 
+    triton = TritonOptions(
+        name=triton_name,
+        backend=triton_backend,
+        max_batch=triton_max_batch,
+        instances=triton_instances,
+        kind=triton_kind,
+        queue_delay_us=triton_queue_delay_us,
+    )
+    if source is not None:  # an existing artifact: no export, only the repository
+        if fmt.lower() != "triton":
+            raise ConfigError("--from writes a Triton repository: add --format triton")
+        _print_triton(write_model_repository(source, output or Path("models") / "triton", triton))
+        return
     result = run_export(
         OnnxOptions(
             preset=preset,
@@ -86,7 +121,10 @@ def export(
         ),
         engine=EngineOptions(workspace=workspace, timing_cache=timing_cache, dla_core=dla_core),
         quiet=quiet,
+        triton=triton,
     )
+    if "triton" in result.stages:
+        _print_triton(result.stages["triton"])
     m = result.fp32.manifest
     par = result.fp32.parity
     console = make_console()
@@ -151,3 +189,10 @@ def _describe(stage: Any) -> str:
     if isinstance(stage, dict):
         return ", ".join(f"{k}={v}" for k, v in list(stage.items())[:4])
     return str(stage)
+
+
+def _print_triton(repo: Any) -> None:
+    """Where the Triton model went and how to serve it (stderr: the table stays on stdout)."""
+    typer.echo(f"triton model: {repo.model_dir} (config {repo.config_path.name})", err=True)
+    for note in repo.notes:
+        typer.echo(f"  {note}", err=True)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..presets import Preset
 
 PRECISIONS = ("fp32", "fp16", "int8")
-FORMATS = ("onnx", "engine")
+FORMATS = ("onnx", "engine", "triton")  # triton: serve/triton_repo.py owns its TritonOptions
 CALIB_METHODS = ("entropy", "minmax", "percentile")
 INT8_MODES = ("qdq", "calibrator")
 

@@ -99,6 +99,7 @@ def export(
     int8: Optional[Int8Options] = None,
     engine: Optional[EngineOptions] = None,
     quiet: bool = False,
+    triton: Optional[Any] = None,
 ) -> PipelineResult:
     """The whole export: FP32 ONNX, then INT8/FP16 and/or a TensorRT engine as asked.
 
@@ -108,7 +109,16 @@ def export(
     final artifact, intermediates get default names beside it. ``onnx.target`` defaults to
     trt8.6, or for ``format="engine"`` to the TensorRT installed here (the one that builds
     the engine).
+
+    ``format="triton"``: the same pipeline, then its artifact as a Triton model repository
+    at ``output`` (``serve/triton_repo.py``, options ``triton``: a ``TritonOptions``).
     """
+    if str(format).lower() == "triton":
+        from ..serve.triton_repo import export_triton
+
+        return export_triton(
+            output, triton, onnx, precision=precision, int8=int8, engine=engine, quiet=quiet
+        )
     onnx = onnx if onnx is not None else OnnxOptions()
     int8 = int8 if int8 is not None else Int8Options()
     engine = engine if engine is not None else EngineOptions()
@@ -183,7 +193,10 @@ def _check(
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown --precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown --format {format!r}: use onnx or engine")
+        raise ConfigError(
+            f"unknown --format {format!r}: use onnx or engine (a model file), or triton (a "
+            "Triton model repository)"
+        )
     default_target = DEFAULT_TARGET
     if fmt == "engine":
         # Fail before the export when this machine cannot build engines at all.

@@ -329,3 +329,56 @@ def _notes(manifest: Dict[str, Any], choice: Dict[str, str], target: Path) -> Li
             "for dynamic batching"
         )
     return notes
+
+
+def precheck(options: TritonOptions, dynamic: Optional[bool] = None) -> None:
+    """What can be checked before an export runs (so a typo costs no export)."""
+    _check_options(options)
+    if options.backend is not None and str(options.backend).lower() not in BACKENDS:
+        raise ConfigError(f"unknown Triton backend {options.backend!r}: use {', '.join(BACKENDS)}")
+    if str(options.kind).lower() not in KINDS:
+        raise ConfigError(f"unknown instance kind {options.kind!r}: use auto, gpu or cpu")
+    if dynamic is False and (options.max_batch not in (None, 0) or options.preferred_batch):
+        raise ConfigError(
+            "Triton batches only models with a dynamic batch dimension: add --dynamic, or drop "
+            "the Triton batch options"
+        )
+
+
+def export_triton(
+    repo: Optional[PathLike],
+    options: Optional[TritonOptions] = None,
+    onnx: Optional[Any] = None,
+    **stages: Any,
+) -> Any:
+    """``export(format="triton")``: the usual pipeline, then its artifact as ``repo/NAME``.
+
+    ``onnx`` and ``stages`` (precision, int8, engine, quiet) go to ``export`` unchanged; the
+    artifact is an ONNX file, or a TensorRT engine when ``options.backend`` is "tensorrt".
+    The pipeline writes into a temporary folder inside ``repo`` (default ``models/triton``)
+    that is removed afterwards, so the repository is the one output and a failure at any
+    stage leaves no new file (an existing model folder is replaced only by a complete one).
+    Returns the pipeline's result, its artifacts replaced by the repository's.
+    """
+    from ..export import OnnxOptions, export
+
+    options = options or TritonOptions()
+    onnx = onnx if onnx is not None else OnnxOptions()
+    precheck(options, bool(getattr(onnx, "dynamic", False)))
+    engine = str(options.backend or "").lower() == "tensorrt"
+    root = make_dir(Path(repo or Path("models") / "triton").expanduser(), "model repository")
+    work = Path(tempfile.mkdtemp(prefix=".cifrenet-export-", dir=str(root)))
+    try:
+        result = export(
+            onnx,
+            format="engine" if engine else "onnx",
+            output=work / ("model.engine" if engine else "model.onnx"),
+            **stages,
+        )
+        written = write_model_repository(result.final, root, options)
+    finally:
+        shutil.rmtree(str(work), ignore_errors=True)
+    result.stages["triton"] = written
+    result.artifacts = [("triton model", written.model_dir), ("config", written.config_path)]
+    result.final = written.model_path
+    return result
