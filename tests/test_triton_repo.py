@@ -221,6 +221,7 @@ def test_export_cli_writes_a_repository(runtime_content_onnx, tmp_path, capsys):
         (("--format", "onnx", "--from", "m.onnx"), "add --format triton"),
         (("--format", "triton", "--triton-max-batch", "4"), "dynamic batch dimension"),
         (("--format", "triton", "--triton-kind", "tpu"), "unknown instance kind"),
+        (("--format", "onnx", "--triton-name", "x"), "add --format triton"),
     ],
 )
 def test_export_cli_triton_errors_before_exporting(tmp_path, capsys, args, words):

@@ -89,6 +89,8 @@ def export(
         kind=triton_kind,
         queue_delay_us=triton_queue_delay_us,
     )
+    if fmt.lower() != "triton" and triton != TritonOptions():
+        raise ConfigError("the --triton-* options shape a Triton repository: add --format triton")
     if source is not None:  # an existing artifact: no export, only the repository
         if fmt.lower() != "triton":
             raise ConfigError("--from writes a Triton repository: add --format triton")
