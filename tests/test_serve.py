@@ -448,6 +448,72 @@ def test_server_killed_then_restarted(runtime_content_onnx, local, real_images_d
             second.cleanup()
 
 
+def test_repository_signature_served_by_triton(
+    runtime_content_onnx, local, real_images_dir, tmp_path, monkeypatch
+):
+    """A model served with exactly the config ``export --format triton`` writes (NCHW
+    float32 in, logits out, manifest in its parameters), as NVIDIA's container would serve
+    it: the same Segmenter API, pre/post-processing on the client, the same class maps.
+    Here a real Triton runs the repository's model.onnx through ONNX Runtime in PyTriton's
+    Python backend (this machine has no container): the protocol is Triton's either way."""
+    import onnxruntime as ort
+    from google.protobuf import json_format, text_format
+    from pytriton.model_config import ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+    from tritonclient.grpc import model_config_pb2
+
+    from cifrenet_edge.serve.server import _attach_parameters, python_backend_libdir
+    from cifrenet_edge.serve.triton_repo import write_model_repository
+
+    repo = write_model_repository(runtime_content_onnx, tmp_path / "repo")
+    config = text_format.Parse(repo.config_text, model_config_pb2.ModelConfig())
+    session = ort.InferenceSession(str(repo.model_path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = config.input, config.output
+
+    def infer(requests):
+        return [{out.name: session.run([out.name], {inp.name: r[inp.name]})[0]} for r in requests]
+
+    libdir, _ = python_backend_libdir()
+    if libdir:
+        monkeypatch.setenv("LD_LIBRARY_PATH", libdir)
+    http, grpc, metrics = free_ports(3)
+    workspace = tempfile.mkdtemp(prefix="cet-")
+    triton = Triton(
+        config=TritonConfig(
+            http_address=HOST,
+            grpc_address=HOST,
+            metrics_address=HOST,
+            http_port=http,
+            grpc_port=grpc,
+            metrics_port=metrics,
+        ),
+        workspace=str(Path(workspace) / "w"),  # PyTriton creates it (it must not exist)
+        security_config=TritonSecurityConfig(restricted_endpoints=[]),
+    )
+    try:
+        triton.bind(
+            model_name=config.name,
+            infer_func=infer,
+            inputs=[Tensor(name=inp.name, dtype=np.float32, shape=tuple(inp.dims))],
+            outputs=[Tensor(name=out.name, dtype=np.float32, shape=tuple(out.dims))],
+            config=ModelConfig(batching=config.max_batch_size > 0),
+        )
+        params = json_format.MessageToDict(config)["parameters"]
+        _attach_parameters(triton, config.name, {k: v["stringValue"] for k, v in params.items()})
+        triton.run()
+        with Segmenter.open(f"grpc://{HOST}:{grpc}/{config.name}") as remote:
+            assert remote.backend.name == "triton" and "pre/post-processing here" in remote.reason
+            assert remote.classes == local.classes and remote.resolution == local.resolution
+            for frame in photos(real_images_dir)[:3]:
+                assert np.array_equal(remote.predict(frame), local.predict(frame))
+            mask, probs = remote.predict(frame, probabilities=True)  # logits come back here
+            want_mask, want_probs = local.predict(frame, probabilities=True)
+            assert np.array_equal(mask, want_mask) and np.allclose(probs, want_probs, atol=1e-5)
+    finally:
+        triton.stop()
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
 # -- no server needed ---------------------------------------------------------------------
 
 

@@ -1,9 +1,10 @@
 """A ``Segmenter`` whose model runs on a Triton server: ``Segmenter.open("grpc://HOST:PORT/NAME")``.
 
-Many robots, one GPU server. The robot sends uint8 BGR frames (a 720p frame is 2.8 MB as
-uint8, 11 MB as float32 NCHW) and gets back uint8 class maps at the frame's own size; the
-server (``cifrenet-edge serve``) resizes, normalises, runs the network and post-processes,
-once, exactly as a local Segmenter would (it *is* a local Segmenter, behind Triton).
+Many robots, one GPU server. The robot sends uint8 BGR frames (1 byte per pixel and channel:
+0.7 MB for 640x360, where the network's float32 input is 2.8 MB) and gets back uint8 class
+maps at the frame's own size; the server (``cifrenet-edge serve``) resizes, normalises, runs
+the network and post-processes, once, exactly as a local Segmenter would (it *is* a local
+Segmenter, behind Triton).
 
 What the robot's code sees is the local Segmenter's API: ``predict``, ``predict_batch``,
 ``colorize``, ``overlay``, ``classes``, ``palette_bgr``, ``reason``. Class names, palette and
@@ -20,6 +21,12 @@ Failures, in one line each, within ``timeout`` seconds (default 10 s), never a h
 
 ``probabilities=True`` is refused: the server sends class maps only (HxWxC float32 scores
 would be 19x4 bytes per pixel of network traffic); run the model locally for scores.
+
+A model from ``export --format triton`` served by NVIDIA's ``tritonserver`` container takes
+the network's own tensors (NCHW float32, logits back). The same ``Segmenter.open(url)``
+works there too: ``TritonTensorBackend`` sends the tensors, and this Segmenter does the
+pre/post-processing, as for a local file (probabilities included). The model config tells
+which protocol a model speaks (a ``frames`` input, or the manifest's input name).
 
 The wire protocol (tensor and parameter names) is defined here and used by the server
 (``cifrenet_edge/serve/server.py``), so the two cannot drift apart.
@@ -436,43 +443,120 @@ def _model_config(connection: _Connection) -> Dict[str, Any]:
     return dict(connection.call("reading the model config", "get_model_config", name))
 
 
-def open_remote(url: str, timeout: float = DEFAULT_TIMEOUT_S, warmup: int = 1) -> RemoteSegmenter:
-    """Connect to a Triton model served by ``cifrenet-edge serve`` and check it end to end."""
+class TritonTensorBackend(Backend):
+    """The network itself on Triton (a repository from ``export --format triton`` served by
+    NVIDIA's container): NCHW float32 in, logits out, the Segmenter's pre/post-processing
+    on the client. Sends 4 bytes per pixel and channel instead of 1, so it suits servers
+    on a fast network; ``cifrenet-edge serve`` is the bandwidth-friendly way."""
+
+    name = "triton"
+
+    def __init__(self, connection: _Connection, manifest: Dict[str, Any], config: Dict[str, Any]):
+        from .segmenter import model_input_wh
+
+        self.connection = connection
+        self.input_name = str(manifest["input_name"])
+        self.output_name = str(manifest["output_name"])
+        spec = next(i for i in config.get("input", []) if i.get("name") == self.input_name)
+        dims = [int(d) for d in spec.get("dims", [])]
+        top = int(config.get("max_batch_size") or 0)
+        if top > 0 and len(dims) == 3:
+            lead, (h, w) = max(top, 1), dims[1:]
+        elif top == 0 and len(dims) == 4:
+            lead, (h, w) = dims[0], dims[2:]
+        else:
+            raise ModelFileError(
+                f"Triton model {connection.address.url} declares input {self.input_name!r} as "
+                f"{dims} with max_batch_size {top}: expected [3, H, W] (or [N, 3, H, W] with "
+                "max_batch_size 0); write the repository with `export --format triton`"
+            )
+        wh = model_input_wh(manifest) if min(h, w) < 1 else (w, h)
+        super().__init__(connection.address.url, manifest, (lead, 3, wh[1], wh[0]))
+        self.device = "server"
+        self.dynamic_batch = top > 0
+        self.max_batch = lead
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        self._check_open()
+        module = self.connection.module
+        tensor = module.InferInput(self.input_name, list(x.shape), "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        result = self.connection.call(
+            "inference",
+            "infer",
+            self.connection.address.model,
+            [tensor],
+            outputs=[module.InferRequestedOutput(self.output_name)],
+        )
+        logits = result.as_numpy(self.output_name)
+        if logits is None or logits.ndim != 4 or logits.shape[0] != x.shape[0]:
+            raise BackendUnavailableError(
+                f"Triton model {self.connection.address.url} answered "
+                f"{None if logits is None else logits.shape} for input {list(x.shape)}"
+            )
+        return logits
+
+    def _close(self) -> None:
+        self.connection.close()
+
+
+def _read_parameters(address: TritonAddress, config: Dict[str, Any]) -> Any:
+    """(manifest, runtime) from the model config's parameters; one-line errors."""
+    params = _parameters(config)
+    if MANIFEST_PARAMETER not in params:
+        raise ModelFileError(
+            f"Triton model {address.url} carries no cifrenet-edge manifest in its config "
+            "(classes, palette, normalisation): serve it with `cifrenet-edge serve`, or "
+            "write its repository with `cifrenet-edge export --format triton`"
+        )
+    try:
+        manifest = json.loads(params[MANIFEST_PARAMETER])
+        runtime = json.loads(params.get(RUNTIME_PARAMETER) or "{}")
+    except ValueError as exc:
+        raise ModelFileError(
+            f"Triton model {address.url} has an unreadable manifest parameter ({exc}): "
+            "serve it again with this version of cifrenet-edge"
+        ) from None
+    check_manifest(manifest, address.url)
+    return manifest, runtime
+
+
+def open_remote(url: str, timeout: float = DEFAULT_TIMEOUT_S, warmup: int = 1) -> Segmenter:
+    """Connect to a Triton model and check it end to end: a ``RemoteSegmenter`` for a
+    ``cifrenet-edge serve`` model (uint8 frames), a Segmenter over ``TritonTensorBackend``
+    for a repository written by ``export --format triton`` (the network's own tensors)."""
     address = parse_url(url)
     connection = _Connection(address, timeout)
     try:
         config = _model_config(connection)
-        params = _parameters(config)
-        if MANIFEST_PARAMETER not in params:
-            raise ModelFileError(
-                f"Triton model {address.url} carries no cifrenet-edge manifest in its config "
-                "(classes, palette, normalisation): serve the model with `cifrenet-edge serve`"
-            )
-        try:
-            manifest = json.loads(params[MANIFEST_PARAMETER])
-            runtime = json.loads(params.get(RUNTIME_PARAMETER) or "{}")
-        except ValueError as exc:
-            raise ModelFileError(
-                f"Triton model {address.url} has an unreadable manifest parameter ({exc}): "
-                "restart it with this version of `cifrenet-edge serve`"
-            ) from None
-        check_manifest(manifest, address.url)
+        manifest, runtime = _read_parameters(address, config)
         inputs = [i.get("name") for i in config.get("input", [])]
-        if FRAMES_INPUT not in inputs:
+        if FRAMES_INPUT in inputs:
+            backend = TritonFramesBackend(
+                connection, manifest, runtime, int(config.get("max_batch_size") or 1)
+            )  # type: Backend
+        elif manifest["input_name"] in inputs:
+            backend = TritonTensorBackend(connection, manifest, config)
+        else:
             raise ModelFileError(
-                f"Triton model {address.url} takes {inputs}, not uint8 frames: only models "
-                "served by `cifrenet-edge serve` can be opened by URL"
+                f"Triton model {address.url} takes {inputs}: neither uint8 frames nor its "
+                f"manifest's input {manifest['input_name']!r}"
             )
-        backend = TritonFramesBackend(
-            connection, manifest, runtime, int(config.get("max_batch_size") or 1)
-        )
     except BaseException:
         connection.close()
         raise
-    there = "{} on {}".format(runtime.get("backend", "?"), runtime.get("device", "?"))
-    reason = f"remote: Triton model {address.model!r} at {address.hostport} ({there} there)"
-    seg = RemoteSegmenter(backend, address.url, reason)
     connection.opened = True
+    if isinstance(backend, TritonFramesBackend):
+        there = "{} on {}".format(runtime.get("backend", "?"), runtime.get("device", "?"))
+        reason = f"remote: Triton model {address.model!r} at {address.hostport} ({there} there)"
+        seg = RemoteSegmenter(backend, address.url, reason)  # type: Segmenter
+    else:
+        wh = (backend.input_shape[3], backend.input_shape[2])
+        reason = (
+            f"remote: Triton model {address.model!r} at {address.hostport} (the network's "
+            "tensors; pre/post-processing here)"
+        )
+        seg = Segmenter(backend, manifest, wh, address.url, reason)
     try:
         seg.warmup(warmup)
     except BaseException:

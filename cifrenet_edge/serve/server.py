@@ -9,9 +9,9 @@ endpoints, ``/v2/health/ready``, Prometheus metrics, per-model statistics, grace
 
 The protocol (names in ``runtime/remote.py``):
 
-* input ``frames``: N x H x W x 3 uint8 BGR. A robot sends 2.8 MB per 720p frame instead of
-  11 MB of float32 NCHW, and the server resizes and normalises once, with the same code as
-  every other stage (``runtime/preprocess.py``);
+* input ``frames``: N x H x W x 3 uint8 BGR. A robot sends 1 byte per pixel and channel (0.7
+  MB for 640x360, not 2.8 MB of float32 NCHW), and the server resizes and normalises once,
+  with the same code as every other stage (``runtime/preprocess.py``);
 * outputs ``mask`` (N x H x W uint8 class ids, at the frame's size) and ``overlay``
   (N x H x W x 3 uint8), the latter computed only when a client asks for it (request
   parameter ``alpha`` sets its opacity);
@@ -401,7 +401,10 @@ def _serve_segmenter(
         log_file=Path(options.log_file) if options.log_file else None,
     )
     security = triton_mod.TritonSecurityConfig(restricted_endpoints=list(PROTECTED_ENDPOINTS))
-    triton = triton_mod.Triton(config=config, workspace=options.workspace, security_config=security)
+    workspace = None  # PyTriton's own temporary folder; a given folder gets a new subfolder
+    if options.workspace:  # (PyTriton creates the workspace itself and deletes it at stop)
+        workspace = str(Path(options.workspace).expanduser() / f"serve-{os.getpid()}")
+    triton = triton_mod.Triton(config=config, workspace=workspace, security_config=security)
     handlers = signal_handlers(stop, summary)
     keeper = _TritonThread(triton)
     try:

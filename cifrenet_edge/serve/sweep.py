@@ -37,7 +37,7 @@ from ..runtime.remote import parse_url
 
 REPORT_KIND = "cifrenet-edge/bench-serving/1"
 DEFAULT_CLIENTS = (1, 2, 4, 8)
-DEFAULT_RESULTS_DIR = Path("benchmarks") / "results"
+DEFAULT_RESULTS_DIR = Path("benchmarks") / "serving" / "results"
 
 
 def parse_clients(text: str) -> List[int]:
@@ -260,11 +260,11 @@ def run_client_sweep(
 
 
 def default_output_path(report: Dict[str, Any], results_dir: Path = DEFAULT_RESULTS_DIR) -> Path:
-    """``benchmarks/results/bench_serving_<host>_<UTC time>.json``: never overwrites."""
+    """``benchmarks/serving/results/serving_<host>_<UTC time>.json``: never overwrites."""
     host = (report.get("client_machine") or {}).get("hostname") or "host"
     host = re.sub(r"[^A-Za-z0-9_.-]+", "-", host)[:40]
     stamp = report["created"].replace(":", "").replace("-", "")
-    return results_dir / f"bench_serving_{host}_{stamp}.json"
+    return results_dir / f"serving_{host}_{stamp}.json"
 
 
 def write_sweep_json(report: Dict[str, Any], path: Path) -> Path:
