@@ -190,11 +190,10 @@ def test_server_overlay_output_and_health(server, local, real_images_dir):
         "cifrenet",
         [x],
         outputs=[g.InferRequestedOutput("mask"), g.InferRequestedOutput("overlay")],
-        parameters={"alpha": 0.3},
     )
     mask = local.predict(frame)
     assert np.array_equal(result.as_numpy("mask")[0], mask)
-    assert np.array_equal(result.as_numpy("overlay")[0], local.overlay(frame, mask, 0.3))
+    assert np.array_equal(result.as_numpy("overlay")[0], local.overlay(frame, mask, 0.5))
     only_mask = client.infer("cifrenet", [x], outputs=[g.InferRequestedOutput("mask")])
     assert only_mask.as_numpy("overlay") is None
     with urllib.request.urlopen(f"http://{HOST}:{server.http}/v2/health/ready", timeout=5) as r:
@@ -540,6 +539,7 @@ def test_url_parsing_and_options_are_checked():
         ({"http_port": 0}, "--http-port 0"),
         ({"max_batch": 0}, "--max-batch"),
         ({"instances": 0}, "--instances"),
+        ({"overlay_alpha": 1.5}, "--overlay-alpha"),
     ):
         with pytest.raises(ConfigError, match=words):
             ServeOptions(**kwargs).check()

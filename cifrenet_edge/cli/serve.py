@@ -26,6 +26,9 @@ def serve(
         None, help="torch, onnxruntime, openvino or tensorrt (default: chosen from the file)"
     ),
     max_side: int = typer.Option(4096, "--max-side", help="largest frame side accepted (px)"),
+    overlay_alpha: float = typer.Option(
+        0.5, "--overlay-alpha", help="opacity of the 'overlay' output, 0..1"
+    ),
     exit_timeout: int = typer.Option(
         30, "--exit-timeout", help="seconds to finish in-flight requests on SIGINT/SIGTERM"
     ),
@@ -49,6 +52,7 @@ def serve(
         device=device,
         backend=backend,
         max_side=max_side,
+        overlay_alpha=overlay_alpha,
         exit_timeout_s=exit_timeout,
         log_file=str(log_file) if log_file else None,
     )

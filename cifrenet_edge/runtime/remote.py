@@ -62,8 +62,6 @@ FRAMES_INPUT = "frames"
 MASK_OUTPUT = "mask"
 #: N x H x W x 3 uint8 BGR overlays (computed only when a client asks for this output)
 OVERLAY_OUTPUT = "overlay"
-#: request parameter: the overlay's opacity, 0..1 (default 0.5)
-ALPHA_PARAMETER = "alpha"
 #: model-config parameter: the model's manifest (JSON), what a local Segmenter reads from disk
 MANIFEST_PARAMETER = "cifrenet_edge_manifest"
 #: model-config parameter: what serves it (JSON: backend, device, precision, resolution, limits)
@@ -77,6 +75,16 @@ DEFAULT_TIMEOUT_S = 10.0
 
 # gRPC status codes that mean "the server is not there (now)": retry later, same Segmenter.
 _UNREACHABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED", "UNKNOWN")
+# ... and what a connection that died mid-call reports under other codes (e.g. INTERNAL)
+_GONE = (
+    "failed to connect",
+    "socket closed",
+    "connection reset",
+    "rst_stream",
+    "stream removed",
+    "broken pipe",
+    "goaway",
+)
 
 
 class TritonAddress(NamedTuple):
@@ -259,7 +267,7 @@ class _Connection:
             return own
         code = status.rsplit(".", 1)[-1].upper()
         lower = text.lower()
-        if code in _UNREACHABLE or "failed to connect" in lower or "socket closed" in lower:
+        if code in _UNREACHABLE or any(words in lower for words in _GONE):
             self._drop(client)
             return BackendUnavailableError(self._unreachable(what, _clean(text)))
         if (

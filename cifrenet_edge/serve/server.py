@@ -13,8 +13,10 @@ The protocol (names in ``runtime/remote.py``):
   MB for 640x360, not 2.8 MB of float32 NCHW), and the server resizes and normalises once,
   with the same code as every other stage (``runtime/preprocess.py``);
 * outputs ``mask`` (N x H x W uint8 class ids, at the frame's size) and ``overlay``
-  (N x H x W x 3 uint8), the latter computed only when a client asks for it (request
-  parameter ``alpha`` sets its opacity);
+  (N x H x W x 3 uint8, opacity ``--overlay-alpha``), the latter computed only when a
+  client asks for it. The opacity is the server's, not a request parameter: a request can
+  only fail for its frames' shape, which every request in its batch shares (see below), so
+  one client's bad parameter can never fail another client's frames;
 * the model config's ``parameters`` carry the model's manifest (classes, palette,
   normalisation) and what runs it (backend, device, resolution, limits): a remote Segmenter
   reads them from the server and never from its caller.
@@ -62,7 +64,6 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, FrameError, first_line
 from ..runtime.remote import (
-    ALPHA_PARAMETER,
     FRAMES_INPUT,
     MANIFEST_PARAMETER,
     MASK_OUTPUT,
@@ -98,6 +99,8 @@ class ServeOptions:
     backend: Optional[str] = None
     #: the largest frame side accepted, in pixels
     max_side: int = 4096
+    #: opacity of the ``overlay`` output, 0..1
+    overlay_alpha: float = 0.5
     #: seconds Triton waits for in-flight requests when stopped
     exit_timeout_s: int = 30
     #: PyTriton's workspace (sockets, generated model store); default: a fresh temp folder
@@ -131,6 +134,8 @@ class ServeOptions:
         ):
             if int(value) < low:
                 raise ConfigError(f"{option} {value} must be >= {low}")
+        if not 0.0 <= float(self.overlay_alpha) <= 1.0:
+            raise ConfigError(f"--overlay-alpha {self.overlay_alpha} is outside 0..1")
 
 
 @dataclasses.dataclass
@@ -198,9 +203,12 @@ class _FramesModel:
     separate object because PyTriton keys instances by callable.
     """
 
-    def __init__(self, seg: Any, max_side: int, summary: ServeSummary, lock: Any) -> None:
+    def __init__(
+        self, seg: Any, max_side: int, alpha: float, summary: ServeSummary, lock: Any
+    ) -> None:
         self.seg = seg
         self.max_side = int(max_side)
+        self.alpha = float(alpha)
         self.summary = summary
         self.lock = lock
 
@@ -230,9 +238,8 @@ class _FramesModel:
             response = {MASK_OUTPUT: np.stack(masks[k : k + n])}
             wanted = request.requested_output_names
             if wanted is None or OVERLAY_OUTPUT in wanted:
-                alpha = float((request.parameters or {}).get(ALPHA_PARAMETER, 0.5))
                 response[OVERLAY_OUTPUT] = np.stack(
-                    [self.seg.overlay(batch[i], masks[k + i], alpha) for i in range(n)]
+                    [self.seg.overlay(batch[i], masks[k + i], self.alpha) for i in range(n)]
                 )
             responses.append(response)
             k += n
@@ -412,7 +419,8 @@ def _serve_segmenter(
         triton.bind(
             model_name=options.name,
             infer_func=[
-                _FramesModel(seg, options.max_side, summary, lock) for _ in range(options.instances)
+                _FramesModel(seg, options.max_side, options.overlay_alpha, summary, lock)
+                for _ in range(options.instances)
             ],
             inputs=[tensor(name=FRAMES_INPUT, dtype=np.uint8, shape=(-1, -1, 3))],
             outputs=[

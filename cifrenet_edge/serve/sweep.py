@@ -138,6 +138,18 @@ class _Stats:
             self.source = "metrics"
             return self._metrics()
 
+    def settled(self) -> Dict[str, int]:
+        """A snapshot once the counters stop moving: Triton records an execution just after
+        it answers, so a snapshot taken the moment the last answer arrives can miss it."""
+        last = self.snapshot()
+        for _ in range(20):
+            time.sleep(0.05)
+            now = self.snapshot()
+            if now == last:
+                break
+            last = now
+        return last
+
     def _metrics(self) -> Dict[str, int]:
         import urllib.request
 
@@ -213,9 +225,9 @@ def run_client_sweep(
             try:
                 for seg in segs:
                     seg.predict(image)  # a connection and a warm server per client
-                before = stats.snapshot()
+                before = stats.settled()
                 row = _level([s.predict for s in segs], image, seconds)
-                row["batches"] = _batches(before, stats.snapshot(), stats.source)
+                row["batches"] = _batches(before, stats.settled(), stats.source)
             finally:
                 for seg in segs:
                     seg.close()
