@@ -135,6 +135,21 @@ def interleaved(cands: dict, rounds: int, warmup: int = 3) -> dict:
 AGREEMENT_FRAMES = 8
 
 
+def _openvino_default(path, x, threads, info):
+    """OpenVINO's default inference precision (no hint): what "FP32" silently becomes."""
+    import openvino as ov
+
+    cfg = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = threads
+    dflt = ov.Core().compile_model(str(path), "CPU", cfg)
+    info["openvino_default_inference_precision"] = str(
+        dflt.get_property("INFERENCE_PRECISION_HINT")
+    )
+    req = dflt.create_infer_request()
+    return lambda: req.infer({0: x})
+
+
 def _agreements(seg: dict, wh) -> dict:
     """Each open path's class-map agreement with the toolkit FP32 path, end to end.
 
@@ -171,6 +186,7 @@ def main(argv=None) -> dict:
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
 
     from cifrenet_edge.data.synthetic import make_scene
+    from cifrenet_edge.errors import BackendUnavailableError
     from cifrenet_edge.export import export_onnx
     from cifrenet_edge.presets import parse_resolution
     from cifrenet_edge.quantize import quantize_onnx
@@ -239,7 +255,10 @@ def main(argv=None) -> dict:
             "openvino fp32 (f32)": (fp32.path, "openvino"),
             "openvino int8 (f32)": (int8.path, "openvino"),
         }.items():
-            seg[name] = Segmenter.open(path, backend=backend, threads=args.threads)
+            try:
+                seg[name] = Segmenter.open(path, backend=backend, threads=args.threads)
+            except BackendUnavailableError as exc:  # e.g. ORT INT8 where it would saturate
+                info.setdefault("refused", {})[name] = str(exc)
         if args.emulate_avx2:  # the AVX2-honest FP32 end to end: OpenVINO under the same cap
             seg["openvino fp32 (f32)"].close()
             seg["openvino fp32 (f32)"] = Segmenter.open(
@@ -272,19 +291,10 @@ def main(argv=None) -> dict:
         for name, s in seg.items():
             if not name.startswith("toolkit"):
                 cands[name + " infer"] = (lambda b: lambda: b.infer(x))(s.backend)
-        # OpenVINO's default inference precision (no hint): what "FP32" silently becomes.
-        import openvino as ov
-
-        core = ov.Core()
-        cfg = {"PERFORMANCE_HINT": "LATENCY"}
-        if args.threads:
-            cfg["INFERENCE_NUM_THREADS"] = args.threads
-        dflt = core.compile_model(str(fp32.path), "CPU", cfg)
-        info["openvino_default_inference_precision"] = str(
-            dflt.get_property("INFERENCE_PRECISION_HINT")
-        )
-        req = dflt.create_infer_request()
-        cands["openvino fp32 (default precision) infer"] = lambda: req.infer({0: x})
+        if not args.emulate_avx2:  # (bf16 needs AVX-512: no such candidate under the cap)
+            cands["openvino fp32 (default precision) infer"] = _openvino_default(
+                fp32.path, x, args.threads, info
+            )
 
         res = interleaved(cands, args.rounds)
         med = {k: v["median_ms"] for k, v in res.items()}
@@ -307,13 +317,17 @@ def main(argv=None) -> dict:
             "openvino int8 over openvino fp32 (f32)": med["openvino fp32 (f32) infer"]
             / med["openvino int8 (f32) infer"],
             "onnxruntime int8 over onnxruntime fp32": med["onnxruntime fp32 infer"]
-            / med["onnxruntime int8 infer"],
+            / med["onnxruntime int8 infer"]
+            if "onnxruntime int8 infer" in med
+            else None,
             "openvino int8 over onnxruntime fp32": med["onnxruntime fp32 infer"]
             / med["openvino int8 (f32) infer"],
             "openvino int8 over openvino fp32 (default bf16)": med[
                 "openvino fp32 (default precision) infer"
             ]
-            / med["openvino int8 (f32) infer"],
+            / med["openvino int8 (f32) infer"]
+            if "openvino fp32 (default precision) infer" in med
+            else None,
         }
         for s in seg.values():
             s.close()
@@ -335,7 +349,7 @@ def main(argv=None) -> dict:
             f"(p10 {v['p10_ms']:.1f}, p90 {v['p90_ms']:.1f})"
         )
     for k, v in info["ratios"].items():
-        print(f"{k}: {v:.2f}x")
+        print(f"{k}: {v:.2f}x" if v is not None else f"{k}: not run")
     for k, v in info["agreement_end_to_end"].items():
         print(f"agreement with toolkit fp32 (end to end, {AGREEMENT_FRAMES} scenes): {k}: {v:.4f}")
     print(f"headline: {json.dumps(info['headline'])}")

@@ -166,8 +166,7 @@ def int8_support(
     if arch == "x86_64" and cap is not None and cap not in _ONEDNN_CAPS_WITH_DOT:
         return Int8Support(
             False,
-            f"{'/'.join(found)} present but oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA): "
-            "its int8 kernels run without a dot product",
+            f"{'/'.join(found)} present but oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA)",
             found,
             arch,
         )
@@ -268,7 +267,9 @@ def plan_cpu_int8(
             f"7-bit weights, which cannot saturate (agreement with FP32 {rec['agreement']:.3f} at "
             "export, Q/DQ evaluated in float)",
         )
-    if not x86 or not openvino:
+    if backend not in (None, "openvino"):
+        why = f"{backend} has no 7-bit path (OpenVINO has: backend='openvino')"
+    elif not x86 or not openvino:
         why = "OpenVINO (x86) is not installed" if x86 else "the 7-bit path is x86-only"
     elif not rec:
         why = "this file has no verified 7-bit variant (re-export it with this toolkit)"
