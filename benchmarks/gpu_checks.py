@@ -132,25 +132,11 @@ def _content_model(device: str, work: Path) -> Tuple[Any, Path]:
     would make the argmax comparison vacuous; re-estimated statistics make the class map
     follow the image (as tests/conftest.py does with photographs).
     """
-    import torch
-
     from cifrenet_edge.data.synthetic import make_scene
-    from cifrenet_edge.runtime.preprocess import preprocess
-    from cifrenet_edge.weights import build_model, save_checkpoint
+    from cifrenet_edge.probe import content_model
+    from cifrenet_edge.weights import save_checkpoint
 
-    torch.manual_seed(0)
-    model, _ = build_model("cityscapes")
-    p = model.preset
-    frames = [make_scene(seed, (256, 128))[0] for seed in range(4)]
-    x = np.concatenate([preprocess(f, (256, 128), p.mean_bgr, p.scale) for f in frames])
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-            m.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    model.eval()
+    model = content_model([make_scene(seed, (256, 128))[0] for seed in range(4)], (256, 128))
     ckpt = work / "content.pth"
     save_checkpoint(model, ckpt)
     return model.to(device), ckpt

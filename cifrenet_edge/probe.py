@@ -45,6 +45,29 @@ def _scenes(seeds, wh):
 
 
 @torch.no_grad()
+def content_model(frames_bgr, wh: Tuple[int, int], seed: int = 0):
+    """A seeded CIFReNet whose BatchNorm statistics come from ``frames_bgr`` (seconds).
+
+    Untrained weights with default BatchNorm statistics paint one class everywhere, which
+    makes any "same class map" comparison vacuous; statistics re-estimated on real or
+    synthetic frames make the random network's class map follow the image (10+ classes per
+    photograph), so a wrong channel order, normalisation, pointer or resize shows up. The
+    cheaper sibling of ``make_probe_checkpoint`` (no fitted classifier).
+    """
+    torch.manual_seed(seed)
+    model, _ = build_model("cityscapes")
+    p = model.preset
+    x = np.concatenate([preprocess(f, wh, p.mean_bgr, p.scale) for f in frames_bgr])
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+            m.reset_running_stats()
+    model.train()
+    model(torch.from_numpy(x))
+    return model.eval()
+
+
+@torch.no_grad()
 def make_probe_checkpoint(
     path, wh: Tuple[int, int] = (256, 128), scenes: int = 24, seed: int = 0
 ) -> Path:

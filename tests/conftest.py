@@ -139,25 +139,12 @@ def runtime_content_checkpoint(tmp_path_factory, real_images_dir):
     (10+ classes per photo), so a wrong channel order, normalisation or resize shows up.
     """
     import cv2
-    import numpy as np
-    import torch
 
-    from cifrenet_edge.runtime.preprocess import preprocess
-    from cifrenet_edge.weights import build_model, save_checkpoint
+    from cifrenet_edge.probe import content_model
+    from cifrenet_edge.weights import save_checkpoint
 
-    torch.manual_seed(0)
-    model, _ = build_model("cityscapes")
-    p = model.preset
     frames = [cv2.imread(str(f)) for f in sorted(Path(real_images_dir).glob("*.jpg"))]
-    x = np.concatenate([preprocess(f, RUNTIME_RES, p.mean_bgr, p.scale) for f in frames])
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-            m.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    model.eval()
+    model = content_model(frames, RUNTIME_RES)
     path = tmp_path_factory.mktemp("runtime") / "content.pth"
     save_checkpoint(model, path)
     return path
