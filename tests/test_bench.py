@@ -3,8 +3,10 @@
 Timings are never asserted: this machine is shared, and speed targets live in benchmarks/.
 """
 
+import contextlib
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -226,17 +228,42 @@ def bench_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bench_cache")
 
 
-@pytest.fixture(scope="session")
-def tiny_report(bench_cache):
-    """One real run: every CPU engine, FP32 and INT8, plus TensorRT asked for by name."""
+@contextlib.contextmanager
+def _int8_dot(value: str):
+    """The CPU probe forced for a session-scoped run (monkeypatch is per test)."""
+    from cifrenet_edge.runtime.cpu_int8 import FORCE_ENV
+
+    saved = os.environ.get(FORCE_ENV)
+    os.environ[FORCE_ENV] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(FORCE_ENV, None)
+        else:
+            os.environ[FORCE_ENV] = saved
+
+
+def _tiny_run(cache: Path):
     return B.run_bench(
         resolutions=[TINY],
         backends=["torch", "onnxruntime", "openvino", "tensorrt"],
         precisions=["fp32", "int8"],
         warmup=1,
         iters=3,
-        cache=str(bench_cache),
+        cache=str(cache),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_report(bench_cache):
+    """One real run: every CPU engine, FP32 and INT8, plus TensorRT asked for by name.
+
+    The CPU probe says "int8 dot product" (VNNI) whatever CI runs on, so the rows are the
+    same on every machine; ``test_tiny_run_without_int8_dot_product`` covers the other kind.
+    """
+    with _int8_dot("1"):
+        return _tiny_run(bench_cache)
 
 
 def test_tiny_run_structure(tiny_report):
@@ -301,6 +328,39 @@ def test_json_schema_roundtrip(tiny_report, tmp_path):
     sk["reason"] = ""
     with pytest.raises(ConfigError, match="without a reason"):
         B.check_report_dict(bad)
+
+
+def test_int8_rows_carry_their_agreement_with_fp32(tiny_report):
+    """No INT8 speed without its accuracy: measured on the bench's frames, shown in the table."""
+    int8 = [r for r in tiny_report.rows("ok") if r.precision == "int8"]
+    assert len(int8) == 2
+    for r in int8:
+        acc = r.accuracy
+        # forced "dot product": on an AVX2-only CI machine these are the saturating kernels,
+        # so only that it was measured is asserted here (the 7-bit run below checks more)
+        assert acc["measured"] and acc["frames"] == 4 and 0.0 < acc["agreement"] <= 1.0
+        assert acc["fp32_classes_seen"] >= 2  # probe weights: the class map means something
+    assert all(r.accuracy is None for r in tiny_report.rows("ok") if r.precision != "int8")
+    assert tiny_report.config["weights_kind"] == "probe"
+    console = Console(record=True, width=220)
+    B.render_report(tiny_report, console)
+    text = console.export_text()
+    assert "vs FP32" in text and f"{100 * int8[0].accuracy['agreement']:.1f}%" in text
+
+
+def test_tiny_run_without_int8_dot_product(bench_cache):
+    """An AVX2-only CPU: ONNX Runtime INT8 is refused (it would saturate), OpenVINO runs 7-bit."""
+    with _int8_dot("0"):
+        rep = _tiny_run(bench_cache)
+    rows = {(r.backend, r.precision): r for r in rep.results}
+    ort8 = rows[("onnxruntime", "int8")]
+    assert ort8.status == "skipped" and "saturate" in ort8.reason
+    ov8 = rows[("openvino", "int8")]
+    assert ov8.status == "ok" and ov8.accuracy["weight_bits"] == 7
+    assert ov8.accuracy["measured"] and 0.5 < ov8.accuracy["agreement"] <= 1.0
+    console = Console(record=True, width=220)
+    B.render_report(rep, console)
+    assert "w7" in console.export_text()
 
 
 def test_plot_is_png(tiny_report, tmp_path):

@@ -37,13 +37,31 @@ def _fp32_reference(prepared_fp32: Optional[Path], manifest: Dict[str, Any]) -> 
     return Path(src) if src and Path(src).is_file() else None
 
 
+def _reference_maps(ref_path: Path, frames: Sequence[np.ndarray], wh: Any):
+    """The FP32 model's class maps on ``frames`` (ONNX Runtime, CPU), or the error text."""
+    from ..runtime import Segmenter
+
+    try:
+        with Segmenter.open(
+            str(ref_path), device="cpu", backend="onnxruntime", warmup=0, resolution=wh
+        ) as ref:
+            return [ref.predict(f) for f in frames], None
+    except CifreNetError as exc:
+        return None, f"FP32 reference: {exc}"
+
+
 def measure_agreement(
     segmenter: Any,
     fp32_path: Optional[Path],
     frames: Sequence[np.ndarray],
     wh: Any,
+    cache: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Pixel agreement of ``segmenter``'s class maps with the FP32 model's, or why not."""
+    """Pixel agreement of ``segmenter``'s class maps with the FP32 model's, or why not.
+
+    ``cache`` keeps the FP32 maps per reference file, so several INT8 rows of one
+    resolution run the FP32 model once.
+    """
     manifest = segmenter.manifest
     ref_path = _fp32_reference(fp32_path, manifest)
     out: Dict[str, Any] = {
@@ -62,15 +80,12 @@ def measure_agreement(
             if recorded is not None
             else "no FP32 model and no recorded agreement",
         )
-    from ..runtime import Segmenter
-
-    try:
-        with Segmenter.open(
-            str(ref_path), device="cpu", backend="onnxruntime", warmup=0, resolution=wh
-        ) as ref:
-            want = [ref.predict(f) for f in frames]
-    except CifreNetError as exc:
-        return dict(out, agreement=None, measured=False, note=f"FP32 reference: {exc}")
+    cache = {} if cache is None else cache
+    if str(ref_path) not in cache:
+        cache[str(ref_path)] = _reference_maps(ref_path, frames, wh)
+    want, error = cache[str(ref_path)]
+    if want is None:
+        return dict(out, agreement=None, measured=False, note=error)
     got = [segmenter.predict(f) for f in frames]
     same = sum(int((a == b).sum()) for a, b in zip(want, got))
     total = sum(a.size for a in want)
@@ -92,10 +107,11 @@ def add_int8_agreement(
     if not int8:
         return
     frames = agreement_frames(frame)
+    cache: Dict[str, Any] = {}
     for row in int8:
         log(f"checking {row.result.backend} int8 against FP32 on {len(frames)} frames ...")
         try:
-            acc = measure_agreement(row.segmenter, fp32_path, frames, wh)
+            acc = measure_agreement(row.segmenter, fp32_path, frames, wh, cache)
         except Exception as exc:  # a library failure fails this row, the rest runs
             acc = {"agreement": None, "measured": False, "note": _one_line(exc)}
         row.result.accuracy = acc
