@@ -30,6 +30,23 @@ TESTS = Path(__file__).resolve().parent
 REAL_IMAGES = TESTS / "data" / "real"
 
 
+def assert_python38(files) -> None:
+    """The files parse as Python 3.8 (JetPack 5), checked by vermin; skipped without it."""
+    import subprocess
+
+    vermin = shutil.which("vermin")
+    if vermin is None:
+        pytest.skip("vermin is not installed (pip install vermin; it is in the dev extra)")
+    proc = subprocess.run(
+        [vermin, "-t=3.8-", "--violations", "--no-tips", "--no-parse-comments", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
 def gpu_unavailable_reason():
     """Why TensorRT tests cannot run here, or None when they can."""
     if importlib.util.find_spec("tensorrt") is None:

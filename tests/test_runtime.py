@@ -410,22 +410,12 @@ def test_runtime_imports_and_runs_without_torch_or_onnx(content_onnx):
 
 
 def test_runtime_is_python38_syntax():
-    vermin = shutil.which("vermin")
-    if vermin is None:
-        pytest.skip("vermin is not installed (pip install vermin; it is in the dev extra)")
+    from conftest import assert_python38
+
     pkg = ROOT / "cifrenet_edge"
-    files = [str(p) for p in sorted((pkg / "runtime").rglob("*.py"))]
-    files += [
-        str(pkg / n)
-        for n in ("errors.py", "_io.py", "manifest.py", "presets.py", "paper.py", "__init__.py")
-    ]
-    proc = subprocess.run(
-        [vermin, "-t=3.8-", "--violations", "--no-tips", "--no-parse-comments", *files],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+    files = sorted((pkg / "runtime").rglob("*.py"))
+    names = ("errors.py", "_io.py", "manifest.py", "presets.py", "paper.py", "__init__.py")
+    assert_python38(files + [pkg / n for n in names])
 
 
 def test_device_fast_path_is_used_and_warmed(content_onnx, ort_seg, frames):

@@ -15,7 +15,6 @@ path; they say nothing about whether TensorRT would accept the model: the ``gpu`
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -1055,24 +1054,15 @@ def test_backend_refuses_cpu_device_and_fixed_shape_mismatch(monkeypatch, tmp_pa
 
 def test_runtime_modules_are_python38():
     """The backend, CUDA wrapper and engine checks run on JetPack 5 (Python 3.8)."""
-    import shutil
-    import subprocess
+    from conftest import assert_python38
 
-    vermin = shutil.which("vermin")
-    if vermin is None:
-        pytest.skip("vermin not installed (pip install vermin)")
     root = Path(api.__file__).resolve().parents[1]
-    files = [
-        root / "runtime" / "backends" / "tensorrt.py",
-        root / "runtime" / "cuda.py",
-        root / "trt" / "api.py",
-        root / "trt" / "engine_manifest.py",
-        root / "trt" / "__init__.py",
-    ]
-    out = subprocess.run(
-        [vermin, "-t=3.8-", "--no-tips", "--violations", *map(str, files)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    assert_python38(
+        [
+            root / "runtime" / "backends" / "tensorrt.py",
+            root / "runtime" / "cuda.py",
+            root / "trt" / "api.py",
+            root / "trt" / "engine_manifest.py",
+            root / "trt" / "__init__.py",
+        ]
     )
-    assert out.returncode == 0, out.stdout + out.stderr

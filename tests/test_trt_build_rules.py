@@ -358,25 +358,11 @@ def test_export_refuses_dla_with_dynamic_before_exporting(monkeypatch, tmp_path)
 
 def test_rules_module_is_python38():
     """The device builder imports the rules, the build and the calibrator on JetPack 5."""
-    import os
-    import shutil
-    import subprocess
+    from conftest import assert_python38
 
-    vermin = shutil.which("vermin")
-    if vermin is None:
-        pytest.skip("vermin not installed (pip install vermin)")
     root = Path(rules.__file__).resolve().parent
-    files = [
-        root / name
-        for name in ("rules.py", "build.py", "plan.py", "timing_cache.py", "calibrator.py")
-    ]
-    out = subprocess.run(
-        [vermin, "-t=3.8-", "--no-tips", "--violations", *map(str, files)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    names = ("rules.py", "build.py", "plan.py", "timing_cache.py", "calibrator.py")
+    assert_python38([root / name for name in names])
 
 
 # --------------------------------------------------------------------------- builds

@@ -27,6 +27,7 @@ tests reproduce the saturation on a VNNI machine. OpenVINO's own properties do n
 numpy + standard library, Python 3.8 syntax (the runtime imports it on robots).
 """
 
+import functools
 import os
 import platform
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
@@ -79,8 +80,12 @@ def _arch() -> str:
     return m or "unknown"
 
 
+@functools.lru_cache(maxsize=None)
 def _cpuinfo_flags(path: str = CPUINFO) -> Optional[Tuple[str, ...]]:
-    """Linux's feature flags ("flags" on x86, "Features" on Arm) of the first CPU."""
+    """Linux's feature flags ("flags" on x86, "Features" on Arm) of the first CPU.
+
+    Read once per process: every INT8 open (backend choice, then the backend itself) asks.
+    """
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:

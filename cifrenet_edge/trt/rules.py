@@ -367,78 +367,71 @@ def _zero_point(g: GraphView, node: Any) -> Optional[Any]:
     return g.const(node.input[2]) if len(node.input) > 2 else None
 
 
-def _check_zero_point(c: Context) -> Optional[str]:
+def _qdq_offenders(c: Context, bad: Callable[[GraphView, Any], bool]) -> Optional[str]:
+    """The Q/DQ nodes of the graph for which ``bad`` holds, named; None without a graph."""
     g = c.graph
     if g is None:
         return None
-    found = []
-    for i, node in g.qdq_nodes():
-        zp = _zero_point(g, node)
-        values = _int_values(zp) if zp is not None else None
-        if values and any(v != 0 for v in values):
-            found.append(_label(node, i))
-    return _names(found)
+    return _names([_label(node, i) for i, node in g.qdq_nodes() if bad(g, node)])
+
+
+def _nonzero_zero_point(g: GraphView, node: Any) -> bool:
+    zp = _zero_point(g, node)
+    values = _int_values(zp) if zp is not None else None
+    return bool(values) and any(v != 0 for v in values)
+
+
+def _uint8_typed(g: GraphView, node: Any) -> bool:
+    zp = node.input[2] if len(node.input) > 2 else ""
+    x = node.input[0] if node.op_type == "DequantizeLinear" else ""
+    return bool((zp and g.types.get(zp) == UINT8) or (x and g.types.get(x) == UINT8))
+
+
+def _no_zero_point(g: GraphView, node: Any) -> bool:
+    return len(node.input) < 3 or not node.input[2]
+
+
+def _half_typed(g: GraphView, node: Any) -> bool:
+    scale_type = g.types.get(node.input[1]) if len(node.input) > 1 else None
+    x_type = g.types.get(node.input[0]) if node.op_type == "QuantizeLinear" else None
+    return FLOAT16 in (scale_type, x_type) or BFLOAT16 in (scale_type, x_type)
+
+
+def _non_positive_scale(g: GraphView, node: Any) -> bool:
+    scale = g.const(node.input[1]) if len(node.input) > 1 else None
+    values = _float_values(scale) if scale is not None else None
+    return bool(values) and any(not v > 0 for v in values)
+
+
+def _per_channel_activation(g: GraphView, node: Any) -> bool:
+    scale = g.const(node.input[1]) if len(node.input) > 1 else None
+    if scale is None or _numel(scale) <= 1:
+        return False
+    return not g.rooted_at_constant(node.input[0])
+
+
+def _check_zero_point(c: Context) -> Optional[str]:
+    return _qdq_offenders(c, _nonzero_zero_point)
 
 
 def _check_uint8(c: Context) -> Optional[str]:
-    g = c.graph
-    if g is None:
-        return None
-    found = []
-    for i, node in g.qdq_nodes():
-        zp = node.input[2] if len(node.input) > 2 else ""
-        x = node.input[0] if node.op_type == "DequantizeLinear" else ""
-        if (zp and g.types.get(zp) == UINT8) or (x and g.types.get(x) == UINT8):
-            found.append(_label(node, i))
-    return _names(found)
+    return _qdq_offenders(c, _uint8_typed)
 
 
 def _check_zero_point_missing(c: Context) -> Optional[str]:
-    g = c.graph
-    if g is None:
-        return None
-    found = [_label(n, i) for i, n in g.qdq_nodes() if len(n.input) < 3 or not n.input[2]]
-    return _names(found)
+    return _qdq_offenders(c, _no_zero_point)
 
 
 def _check_fp32_only(c: Context) -> Optional[str]:
-    g = c.graph
-    if g is None:
-        return None
-    found = []
-    for i, node in g.qdq_nodes():
-        scale_type = g.types.get(node.input[1]) if len(node.input) > 1 else None
-        x_type = g.types.get(node.input[0]) if node.op_type == "QuantizeLinear" else None
-        if FLOAT16 in (scale_type, x_type) or BFLOAT16 in (scale_type, x_type):
-            found.append(_label(node, i))
-    return _names(found)
+    return _qdq_offenders(c, _half_typed)
 
 
 def _check_scale_positive(c: Context) -> Optional[str]:
-    g = c.graph
-    if g is None:
-        return None
-    found = []
-    for i, node in g.qdq_nodes():
-        scale = g.const(node.input[1]) if len(node.input) > 1 else None
-        values = _float_values(scale) if scale is not None else None
-        if values and any(not v > 0 for v in values):
-            found.append(_label(node, i))
-    return _names(found)
+    return _qdq_offenders(c, _non_positive_scale)
 
 
 def _check_per_channel_activation(c: Context) -> Optional[str]:
-    g = c.graph
-    if g is None:
-        return None
-    found = []
-    for i, node in g.qdq_nodes():
-        scale = g.const(node.input[1]) if len(node.input) > 1 else None
-        if scale is None or _numel(scale) <= 1:
-            continue
-        if not g.rooted_at_constant(node.input[0]):
-            found.append(_label(node, i))
-    return _names(found)
+    return _qdq_offenders(c, _per_channel_activation)
 
 
 def _weight_rank(g: GraphView, dq: Any) -> Optional[int]:
