@@ -196,6 +196,14 @@ class StandIn:
                     return standin.make_class(item)
                 if item in standin.enums:
                     return standin.enums[item]
+                if item in standin.data.get("functions", []):  # module-level m.def(...)
+
+                    def call(*args: Any) -> Any:
+                        text = ",".join(_arg_text(a) for a in args)
+                        standin.rec.calls.append(f"tensorrt.{item}({text})")
+                        return standin.scenario.returns(standin, "tensorrt", item, args)
+
+                    return call
                 standin.rec.missing.append(f"tensorrt.{item}")
                 raise AttributeError(f"module 'tensorrt' has no attribute '{item}' here")
 
@@ -245,6 +253,9 @@ class Scenario:
             ),
             ("ICudaEngine", "get_tensor_dtype"): lambda: s.enums["DataType"].FLOAT,
             ("ICudaEngine", "get_binding_dtype"): lambda: s.enums["DataType"].FLOAT,
+            ("ICudaEngine", "get_tensor_shape"): lambda: self.in_shape,
+            ("ICudaEngine", "get_binding_shape"): lambda: self.in_shape,
+            ("tensorrt", "init_libnvinfer_plugins"): lambda: True,
             ("ICudaEngine", "create_execution_context"): lambda: s.instance("IExecutionContext"),
             ("IExecutionContext", "get_tensor_shape"): lambda: self.out_shape,
             ("IExecutionContext", "get_binding_shape"): lambda: self.out_shape,
