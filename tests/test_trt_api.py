@@ -893,7 +893,7 @@ def test_backend_cuda_graphs_from_8_5(version, monkeypatch, tmp_path):
     """trtexec 8.5.2 and 8.6.1 capture enqueueV3 as the backend does: graphs from 8.5."""
     assert api.capabilities(version).cuda_graphs == (version != "8.2.1")
     if not api.capabilities(version).cuda_graphs:
-        with pytest.raises(BackendUnavailableError, match="TensorRT 8.5"):
+        with pytest.raises(BackendUnavailableError, match=r"TensorRT 8\.5"):
             _backend(monkeypatch, tmp_path, version, cuda_graph=True)
         return
     b, rec, cuda = _backend(monkeypatch, tmp_path, version, cuda_graph=True)

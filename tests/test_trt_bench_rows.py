@@ -219,9 +219,7 @@ def test_a_machine_without_a_driver_gives_a_skipped_row_with_the_reason(
     onnx = make_onnx(tmp_path / "s.onnx", (1, 3, 64, 128))
     eng = g.write_engine(tmp_path, onnx, (1, 3, 64, 128))
     monkeypatch.setattr(api, "import_tensorrt", lambda: g.trt)
-    monkeypatch.setattr(
-        cuda_mod, "import_cudart", lambda: SimCudart(cuda_python, driver_version=0)
-    )
+    monkeypatch.setattr(cuda_mod, "import_cudart", lambda: SimCudart(cuda_python, driver_version=0))
     tried = []
 
     def no_pycuda(dev):

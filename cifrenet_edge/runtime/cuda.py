@@ -475,7 +475,7 @@ def open_cuda(device_id: int = 0, prefer: Optional[str] = None) -> CudaApi:
     """cuda-python if importable (or ``prefer="pycuda"``), else pycuda; says what is missing."""
     order = ("pycuda", "cuda-python") if prefer == "pycuda" else ("cuda-python", "pycuda")
     missing = []
-    refused = []  # type: List[BackendUnavailableError]
+    refused: List[BackendUnavailableError] = []
     for lib in order:
         try:
             if lib == "cuda-python":

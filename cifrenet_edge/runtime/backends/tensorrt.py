@@ -242,7 +242,7 @@ class TensorRTBackend(Backend):
         if not dims or int(dims[0]) >= 0:
             self.dynamic_batch = False  # only H and W are free: the batch is the engine's
             return
-        lo, hi = int(tuple(shapes[0])[0]), int(tuple(shapes[2])[0])
+        lo, hi = (int(next(iter(shapes[i]))) for i in (0, 2))  # the batch dimension
         if not lo <= int(self.input_shape[0]) <= hi:
             raise ConfigError(
                 f"batch {self.input_shape[0]} is outside the engine's profile (batch {lo} to "
