@@ -10,6 +10,9 @@ Versions: cuda-python's major must not exceed the CUDA major the NVIDIA driver s
 drivers need cuda-python 12 (``cifrenet-edge[cuda12]``). The mismatch is told apart from "no
 driver" with ``cudaDriverGetVersion`` (0 without a driver) against ``cudaRuntimeGetVersion``
 (the bindings' own CUDA), named with its fix, and ``open_cuda`` then falls back to pycuda.
+No driver at all is ``NoCudaDeviceError``: cuda-python 13.x says so with error 35, 11.8/12.x
+raise ``RuntimeError: Failed to dlopen libcuda.so.1`` (the real wheels, run without a GPU),
+and ``open_cuda`` tries pycuda after either.
 Signatures follow the wheels' own docstrings (``tests/data/cuda_python_runtime_api.json``,
 11.8.7 / 12.6.2 / 13.4.4); the one call that differs, ``cudaGraphInstantiate``, is avoided:
 ``cudaGraphInstantiateWithFlags(graph, flags)`` is the same in all three.
@@ -18,6 +21,8 @@ Threads: robot callbacks run on threads the backend did not create. With cuda-py
 runtime API's primary context is bound to a thread by ``cudaSetDevice``; with pycuda the
 retained primary context is pushed and popped around every call (never ``pycuda.autoinit``,
 which binds a context to the importing thread only). ``activate()`` does the right one.
+Streams are non-blocking with both libraries (pycuda's ``Stream()`` default, flags 0, is a
+blocking stream that serialises with every other library's legacy-stream work).
 
 numpy only, imported lazily; Python 3.8 syntax.
 """
