@@ -402,10 +402,12 @@ class TensorRTBackend(Backend):
         try:
             ok = ctx.execute_async_v3(handle)
         except BaseException:
-            cuda.graph_capture_abort(slot.stream)
+            with contextlib.suppress(Exception):  # TensorRT's own error is the news
+                cuda.graph_capture_abort(slot.stream)
             raise
         if ok is False:
-            cuda.graph_capture_abort(slot.stream)
+            with contextlib.suppress(Exception):  # e.g. a sticky error: reported below
+                cuda.graph_capture_abort(slot.stream)
             raise BackendUnavailableError(
                 f"TensorRT failed to enqueue {self.path} under CUDA graph capture (see its log "
                 "above; the engine may hold operations a capture does not allow): run without "
