@@ -11,7 +11,12 @@ __all__ = ["CIFReNet", "Segmenter", "__version__"]
 
 def __getattr__(name):  # type: (str) -> object
     if name == "CIFReNet":
-        from .model import CIFReNet
+        try:
+            from .model import CIFReNet
+        except ImportError as exc:  # the device install ships the runtime only
+            from .device_cli import FULL_INSTALL
+
+            raise ImportError(f"CIFReNet (the PyTorch model) needs {FULL_INSTALL}") from exc
 
         return CIFReNet
     if name == "Segmenter":

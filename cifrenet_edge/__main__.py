@@ -1,3 +1,3 @@
-from .cli import main
+from .device_cli import module_main
 
-main()
+module_main()

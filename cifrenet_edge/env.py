@@ -225,8 +225,13 @@ def _why_no_gpu(smi: dict[str, Any] | None, cuda_why: str) -> str:
     return "; ".join(reasons) or "no NVIDIA GPU found"
 
 
-def environment_report() -> dict[str, Any]:
-    """Everything ``info --env`` shows, as a JSON-ready dict; never raises for a missing GPU."""
+def environment_report(dla_core: int | None = None) -> dict[str, Any]:
+    """Everything ``info --env`` shows, as a JSON-ready dict; never raises for a missing GPU.
+
+    ``checks``: the device check's rows (``device_check.check_device``), each a mismatch with
+    its fix; ``dla_core`` adds the DLA rows for that core.
+    """
+    from .device_check import check_device, gather_facts
     from .runtime.cuda import probe_cuda
 
     cuda_info, cuda_why = probe_cuda()
@@ -257,7 +262,13 @@ def environment_report() -> dict[str, Any]:
         int8.dot_product,
         int8.reason,
     )
+    facts = gather_facts(trt.get("version"), cuda_info, dla_core)
+    if facts.compute_capability is None and gpu:  # nvidia-smi saw the GPU, the driver API not
+        facts = facts._replace(
+            compute_capability=gpu.get("compute_capability"), gpu=gpu.get("name")
+        )
     return {
+        "checks": [row.as_dict() for row in check_device(facts)],
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.release()} {machine}",
         "cpu": {"name": cpu_name(), "int8_dot_product": int8.dot_product, "probe": int8.reason},
@@ -336,8 +347,22 @@ def render_environment(report: dict[str, Any], console: Any) -> None:
     )
     t.add_row("PyTorch", report.get("torch") or "none")
     console.print(t)
+    render_checks(report.get("checks") or [], console.print)
     rec = report["recommendation"]
     console.print(
         f"[bold]Recommended:[/] --precision {rec['precision']} on {rec['backend']}: "
         + escape(rec["reason"])
     )
+
+
+def render_checks(rows: list[dict[str, Any]], say: Any) -> None:
+    """The device check's rows, one line each (rich markup: ``say`` is console.print)."""
+    from rich.markup import escape
+
+    if not rows:
+        say("[bold]Device check:[/] no known mismatch on this machine")
+        return
+    say(f"[bold]Device check:[/] {len(rows)} mismatch{'es' if len(rows) > 1 else ''}")
+    for row in rows:
+        style = "red" if row["severity"] == "error" else "yellow"
+        say(f"  [{style}]{row['severity']}:[/] {escape(row['line'])} [dim]({row['check']})[/]")

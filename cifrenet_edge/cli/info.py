@@ -20,7 +20,13 @@ def info(
     ),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     env: bool = typer.Option(
-        False, "--env", help="GPU, TensorRT/CUDA/ONNX Runtime versions and the advised precision"
+        False,
+        "--env",
+        help="the device check (each mismatch with its fix), GPU, TensorRT/CUDA/ONNX Runtime "
+        "versions and the advised precision",
+    ),
+    dla_core: Optional[int] = typer.Option(
+        None, "--dla-core", help="with --env: check this Jetson DLA core too"
     ),
 ) -> None:
     """Parameters, multiply-adds and FLOPs per resolution beside the paper's figures."""
@@ -28,7 +34,7 @@ def info(
     if env:
         from ..env import environment_report, render_environment
 
-        report = environment_report()
+        report = environment_report(dla_core)
         if as_json:
             typer.echo(json.dumps(report, indent=2))
         else:

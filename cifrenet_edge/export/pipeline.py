@@ -215,6 +215,10 @@ def _check(
         check_export_options(t.name, precision, int8.mode, onnx.dynamic, engine.dla_core),
         quiet,
     )
+    if fmt == "engine":
+        # CUDA and the device check (TensorRT vs this GPU, cuda-python vs the driver,
+        # JetPack, DLA), still before the export: the build would fail minutes later.
+        _stage("trt.build", "preflight", "--format engine")(engine.dla_core)
     return t, p, wh
 
 

@@ -14,6 +14,7 @@ resolution and the class map is resized back to each frame's own size.
 numpy + OpenCV (+ the backend's library), Python 3.8 syntax.
 """
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -24,6 +25,7 @@ import numpy as np
 from ..errors import ClosedError, ConfigError, FrameError, ModelFileError
 from ..manifest import check_manifest, read_manifest, sidecar_path
 from .backends import TORCH_SUFFIXES, Backend, choose_backend, is_remote, load_backend
+from .backends.base import parse_device
 from .postprocess import argmax_classes, palette_lut, resize_logits, resize_mask, softmax_
 from .preprocess import check_frame, normalize_into, resize_bgr
 
@@ -107,6 +109,19 @@ def _open_remote(
     return open_remote(url, DEFAULT_TIMEOUT_S if timeout is None else timeout, min(warmup, 1))
 
 
+def _check_ort_gpu() -> None:
+    """The device check for ONNX Runtime's CUDA/TensorRT providers, before the session.
+
+    Both ONNX Runtime packages installed, an onnxruntime-gpu built for a newer CUDA than the
+    driver or without kernels for this GPU: one line with the fix, instead of a provider
+    that silently fell back to the CPU.
+    """
+    from ..device_check import ORT_GPU, gather_facts, require
+
+    for line in require(ORT_GPU, gather_facts()):
+        logging.getLogger("cifrenet_edge").warning("%s", line)
+
+
 class _Buffers:
     """One thread's preallocated tensors (input batch, argmax scratch)."""
 
@@ -185,6 +200,8 @@ class Segmenter:
         check_manifest(manifest, path)
         wh = model_input_wh(manifest, resolution)
         name, reason = choose_backend(str(path), manifest, device, backend)
+        if name == "onnxruntime" and parse_device(device)[0] in ("cuda", "tensorrt"):
+            _check_ort_gpu()
         batch = int(manifest.get("batch") or 1)
         if manifest.get("dynamic"):
             batch = 1

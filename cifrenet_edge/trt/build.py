@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from .. import __version__ as TOOLKIT_VERSION
 from .._io import PathLike, sha256_file, write_bytes_atomic
+from ..device_check import ENGINE, gather_facts, open_cuda_checked, require
 from ..errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -49,17 +50,36 @@ def default_engine_path(onnx_path: Path, precision: str) -> Path:
     return onnx_path.with_name(stem + ".engine")
 
 
-def preflight() -> str:
+class Preflight(NamedTuple):
+    trt: Any
+    version: str
+    cuda: Any
+    device: Dict[str, Any]
+    warnings: List[str]  # the device check's warning lines
+
+
+def _preflight(dla_core: Optional[int] = None) -> Preflight:
+    """TensorRT, CUDA and the device check (``device_check``), before any work."""
+    trt = api.import_tensorrt()
+    version = api.trt_version(trt)
+    cuda, dev, warnings = open_cuda_checked(_open_cuda, version)
+    if dla_core is not None and int(dla_core) >= 0:
+        cores = None  # only TensorRT knows a Jetson's DLA cores: one builder, the one logger
+        with contextlib.suppress(Exception):
+            cores = int(trt.Builder(api.shared_logger(trt)).num_DLA_cores)
+        facts = gather_facts(version, dev, int(dla_core), cores)
+        warnings += [w for w in require(ENGINE, facts) if w not in warnings]
+    return Preflight(trt, version, cuda, dev, warnings)
+
+
+def preflight(dla_core: Optional[int] = None) -> str:
     """Raise BackendUnavailableError now if no engine can be built here; returns the version.
 
     For callers with slow stages before the build (``export --format engine`` exports and
-    quantizes first): fail in a second, not after minutes of work.
+    quantizes first): fail in a second, not after minutes of work. Runs the device check
+    (TensorRT vs this GPU, cuda-python vs the driver, JetPack, DLA) with this machine's facts.
     """
-    trt = api.import_tensorrt()
-    cuda = _open_cuda()
-    with cuda.activate():
-        cuda.device_info()
-    return api.trt_version(trt)
+    return _preflight(dla_core).version
 
 
 def _open_cuda() -> Any:
@@ -456,12 +476,9 @@ def build_engine(
     out = Path(output) if output else default_engine_path(onnx_file, precision)
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    trt = api.import_tensorrt()
-    version = api.trt_version(trt)
+    pre = _preflight()  # the device check, before the builder and the ONNX are touched
+    trt, version, cuda, dev = pre.trt, pre.version, pre.cuda, pre.device
     caps = api.capabilities(version)
-    cuda = _open_cuda()
-    with cuda.activate():
-        dev = cuda.device_info()
     cc = dev["compute_capability"]
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -479,7 +496,7 @@ def build_engine(
         dla_cores=dla_cores,
         gpu=dev.get("name"),
     )
-    warnings = list(plan.warnings)
+    warnings = list(pre.warnings) + list(plan.warnings)
     if console is None and not quiet:
         try:  # a build takes minutes on a Jetson: show progress even when called from code
             from rich.console import Console

@@ -31,6 +31,7 @@ numpy + tensorrt + cuda-python/pycuda, imported lazily; Python 3.8 syntax.
 """
 
 import contextlib
+import logging
 import threading
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from ...device_check import open_cuda_checked
 from ...errors import (
     BackendUnavailableError,
     ClosedError,
@@ -54,6 +56,7 @@ from ...trt.engine_manifest import (
 )
 from .base import Backend, Shape, fixed_precision, parse_device
 
+_LOG = logging.getLogger("cifrenet_edge")
 _NP_DTYPES = {
     "FLOAT": np.float32,
     "HALF": np.float16,
@@ -135,7 +138,11 @@ class TensorRTBackend(Backend):
                 f"CUDA graphs with TensorRT {self.version} are not supported here "
                 "(TensorRT 8.5+: execute_async_v3 is what gets captured): drop cuda_graph"
             )
-        self.cuda = _open_cuda(index)
+        # The device check first: a cuda-python built for a newer driver, Python 3.8 without
+        # pycuda, a TensorRT without kernels for this GPU, a pip TensorRT on a JetPack image.
+        self.cuda, _, checked = open_cuda_checked(lambda: _open_cuda(index), self.version)
+        for line in checked:
+            _LOG.warning("%s", line)
         if cuda_graph and not self.cuda.supports_graphs:
             raise BackendUnavailableError(
                 f"CUDA graphs need cuda-python ({self.cuda.library} is in use): install "
@@ -164,7 +171,7 @@ class TensorRTBackend(Backend):
             self.runtime = trt.Runtime(self.logger)
             facts = runtime_facts(trt, info, self.runtime.num_DLA_cores)
             #: same-architecture, other-GPU notes (the engine loads; TensorRT warns too)
-            self.warnings = check_engine(manifest, facts, path)
+            self.warnings = checked + check_engine(manifest, facts, path)
             dla = (manifest.get("engine") or {}).get("dla_core")
             if dla is not None:
                 self.runtime.DLA_core = int(dla)
