@@ -345,6 +345,10 @@ def libcuda_facts() -> Tuple[Optional[str], Optional[str], Optional[str]]:
         return None, None, None
 
 
+def python_version() -> Tuple[int, int]:
+    return sys.version_info[0], sys.version_info[1]
+
+
 def jetson_l4t(path: Path = JETSON_RELEASE) -> Optional[str]:
     """'35.4.1' from '# R35 (release), REVISION: 4.1, ...'; None off a Jetson."""
     try:
@@ -382,7 +386,7 @@ def gather_facts(
     if dla_cores is None and l4t is None:
         dla_cores = 0
     return Facts(
-        python=(sys.version_info[0], sys.version_info[1]),
+        python=python_version(),
         tensorrt=tensorrt,
         compute_capability=cc,
         gpu=name,
