@@ -24,6 +24,7 @@ SUBSET = {
         "__main__",
         "_io",
         "calib",  # the builder's --calib frames
+        "device_check",  # run before engine work and by `info --env`
         "device_cli",
         "env",  # the device check (`cifrenet-edge info --env`)
         "errors",
