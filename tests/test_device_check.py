@@ -316,9 +316,5 @@ def test_device_check_is_python38():
     from conftest import assert_python38
 
     root = Path(dc.__file__).resolve().parent
-    assert_python38(
-        [
-            root / n
-            for n in ("device_check.py", "device_cli.py", "env.py", "calib.py", "__main__.py")
-        ]
-    )
+    names = ("device_check.py", "device_cli.py", "env.py", "calib.py", "__main__.py")
+    assert_python38([root / n for n in names] + [root.parent / "device" / "setup.py"])

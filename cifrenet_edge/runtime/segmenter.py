@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from ..errors import ClosedError, ConfigError, FrameError, ModelFileError
+from ..errors import BackendUnavailableError, ClosedError, ConfigError, FrameError, ModelFileError
 from ..manifest import check_manifest, read_manifest, sidecar_path
 from .backends import TORCH_SUFFIXES, Backend, choose_backend, is_remote, load_backend
 from .backends.base import parse_device
@@ -79,7 +79,13 @@ def open_manifest(path: Path) -> Dict[str, Any]:
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder: give the model file (.onnx, .engine, .pth)")
     if path.suffix.lower() in TORCH_SUFFIXES and not sidecar_path(path).is_file():
-        from .backends.torch import derive_manifest  # imports torch: only for checkpoints
+        try:
+            from .backends.torch import derive_manifest  # imports torch: only for checkpoints
+        except ImportError as exc:  # no torch, or the device install (no PyTorch code)
+            raise BackendUnavailableError(
+                f"{path.name} is a PyTorch checkpoint, which needs PyTorch and the full "
+                f"toolkit ({exc}): export it to ONNX with `cifrenet-edge export` on a desktop"
+            ) from None
 
         return derive_manifest(str(path))
     return read_manifest(path)
