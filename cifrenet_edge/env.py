@@ -190,6 +190,18 @@ def _tensorrt() -> dict[str, Any]:
     }
 
 
+def _dla_cores() -> int | None:
+    """A Jetson's DLA cores, as TensorRT's builder counts them; None where it cannot say."""
+    try:
+        import tensorrt as trt
+
+        from .trt.api import shared_logger
+
+        return int(trt.Builder(shared_logger(trt)).num_DLA_cores)
+    except Exception:  # no GPU, a broken install: the check then guesses from the platform
+        return None
+
+
 def _onnxruntime() -> dict[str, Any]:
     if importlib.util.find_spec("onnxruntime") is None:
         return {"version": None, "providers": []}
@@ -262,7 +274,8 @@ def environment_report(dla_core: int | None = None) -> dict[str, Any]:
         int8.dot_product,
         int8.reason,
     )
-    facts = gather_facts(trt.get("version"), cuda_info, dla_core)
+    cores = _dla_cores() if dla_core is not None and trt.get("version") else None
+    facts = gather_facts(trt.get("version"), cuda_info, dla_core, cores)
     if facts.compute_capability is None and gpu:  # nvidia-smi saw the GPU, the driver API not
         facts = facts._replace(
             compute_capability=gpu.get("compute_capability"), gpu=gpu.get("name")
