@@ -152,7 +152,7 @@ def _no_driver(f: Facts) -> List[Row]:
             "driver.missing",
             "error" if gpu_side else "warning",
             (ENGINE, ORT_GPU),
-            "no NVIDIA driver here (libcuda.so.1 does not load) but "
+            "no NVIDIA driver or GPU here (libcuda.so.1 does not load) but "
             f"{', '.join(gpu_side + cuda_side)} is installed: install the NVIDIA driver "
             "(JetPack on a Jetson), or run the .onnx model on the CPU (device='cpu')",
             "CUDA driver API: cuDriverGetVersion",
