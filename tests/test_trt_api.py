@@ -605,9 +605,15 @@ def test_int8_calibrator_path(version, run_build, real_images_dir, tmp_path):
     )
     assert rec.missing == []
     # the calibrator is deprecated since 10.1: using it there is the point of this path
-    # (and BuilderFlag.INT8, deprecated since 10.12, which implicit calibration cannot do without)
+    # (and BuilderFlag.INT8/FP16, deprecated since 10.12, which implicit calibration and its
+    # FP16 fallback cannot do without)
     allowed = (
-        {"IBuilderConfig.int8_calibrator", "IInt8EntropyCalibrator2", "BuilderFlag.INT8"}
+        {
+            "IBuilderConfig.int8_calibrator",
+            "IInt8EntropyCalibrator2",
+            "BuilderFlag.INT8",
+            "BuilderFlag.FP16",
+        }
         if version.startswith("10.")
         else set()
     )
@@ -692,8 +698,8 @@ def test_dynamic_profile_and_dla(version, run_build):
         "IBuilderConfig.add_optimization_profile"
     )
     assert result.manifest["engine"]["profile"]["max"] == [2, 3, 192, 320]
-    if version.startswith("11."):
-        return  # TensorRT 11.0-11.4.0 have no DLA (trt.rules dla.unsupported)
+    if version.startswith("11.") or version == "10.16":
+        return  # TensorRT 10.8-11.4.0 have no DLA (trt.rules dla.unsupported)
     # DLA needs min = opt = max (trt.rules dla.dynamic): a static model
     result, rec, _ = run_build(version, "fp16", dla_core=0, dla_cores=2)
     assert rec.missing == []

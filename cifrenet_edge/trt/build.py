@@ -463,7 +463,10 @@ def build_engine(
     with cuda.activate():
         dev = cuda.device_info()
     cc = dev["compute_capability"]
-    logger = trt.Logger(trt.Logger.WARNING)
+    # One logger for the process, one builder for the build: TensorRT keeps the first logger
+    # it is given as its global one (pyCore.cpp: py::keep_alive<1, 2> ties it only to that
+    # builder), so a throwaway logger freed here would leave it pointing at freed memory.
+    logger = api.shared_logger(trt)
     builder = trt.Builder(logger)
     dla_cores = None
     if dla_core is not None and int(dla_core) >= 0:
@@ -491,8 +494,6 @@ def build_engine(
         console = None
     say = (lambda msg: None) if console is None else (lambda msg: console.print(msg))
 
-    logger = api.shared_logger(trt)  # one per process: see its docstring
-    builder = trt.Builder(logger)
     net_flags = 0
     for name in plan.network_flags:
         net_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
@@ -617,6 +618,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except CifreNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ImportError as exc:  # a package the device lacks (OpenCV for --calib, onnx ...)
+        print(
+            f"error: {exc} (pip install the package named, or see the README's Jetson section)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"{res.path} ({res.build_seconds:.0f} s)")
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
