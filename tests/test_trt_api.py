@@ -60,11 +60,32 @@ class EnumMember(int):
         return f"{self.enum}.{self.name}"
 
 
+ENUM_VALUES = Path(__file__).resolve().parent / "data" / "trt_enum_values.json"
+
+
+def enum_values(version: str) -> Dict[str, Dict[str, int]]:
+    """Member values from NVIDIA's headers for one version (``data/trt_enum_values.json``)."""
+    data = json.loads(ENUM_VALUES.read_text())["versions"].get(version, {})
+    return {name: e["values"] for name, e in data.get("enums", {}).items()}
+
+
 class StrictEnum:
-    def __init__(self, name: str, members: List[str], deprecated: List[str], rec: Record):
+    def __init__(
+        self,
+        name: str,
+        members: List[str],
+        deprecated: List[str],
+        rec: Record,
+        values: Optional[Dict[str, int]] = None,
+    ):
+        # the integer of each member is the header's (in 11.1 STRONGLY_TYPED is 0, the JIT
+        # plugin flag 1): positions in the binding list would differ
+        values = values or {}
         object.__setattr__(self, "_name", name)
         object.__setattr__(
-            self, "_members", {m: EnumMember(name, m, i) for i, m in enumerate(members)}
+            self,
+            "_members",
+            {m: EnumMember(name, m, values.get(m, i)) for i, m in enumerate(members)},
         )
         object.__setattr__(self, "_deprecated", set(deprecated))
         object.__setattr__(self, "_rec", rec)
@@ -92,9 +113,10 @@ class StandIn:
         self.classes: Dict[str, type] = {}
         self.enums: Dict[str, StrictEnum] = {}
         details = self.data.get("enum_details", {})
+        values = enum_values(version)
         for name, members in self.data["enums"].items():
             dep = (details.get(name) or {}).get("deprecated", [])
-            self.enums[name] = StrictEnum(name, members, dep, self.rec)
+            self.enums[name] = StrictEnum(name, members, dep, self.rec, values.get(name))
 
     # class members, following bases
     def members(self, cls: str) -> Dict[str, str]:

@@ -252,8 +252,12 @@ def _add_profile(builder: Any, config: Any, src: Dict[str, Any], version: str) -
         "max": _shape(b[2], dyn["max"]),
     }
     profile = builder.create_optimization_profile()
-    profile.set_shape(in_name, shapes["min"], shapes["opt"], shapes["max"])
-    if int(config.add_optimization_profile(profile)) < 0:  # -1: "the input is invalid"
+    try:  # pyCore.cpp: RuntimeError "Shape provided for opt is inconsistent with other shapes."
+        profile.set_shape(in_name, shapes["min"], shapes["opt"], shapes["max"])
+        accepted = int(config.add_optimization_profile(profile)) >= 0  # -1: invalid input
+    except RuntimeError:
+        accepted = False
+    if not accepted:
         raise ExportError(
             f"TensorRT {version} refused the optimisation profile of {in_name!r} (min "
             f"{shapes['min']}, opt {shapes['opt']}, max {shapes['max']}): re-export with "
