@@ -296,7 +296,11 @@ class BuildModel:
         if nst.get("strongly_typed") and flags & {"FP16", "INT8", "BF16", "FP8"}:
             return "Parameter check failed, condition: !config.getFlag(BuilderFlag::kFP16)"  # #4228
         if qdq and v < (10, 0, 0) and "INT8" not in flags:
-            return "Q/DQ layers need BuilderFlag::kINT8 on TensorRT 8.x"  # #1675
+            # microsoft/onnxruntime#13381 (network.cpp::validate); NVIDIA/TensorRT#4021
+            return (
+                "Int8 precision has been set for a layer or layer output, but int8 is not "
+                "configured in the builder"
+            )
         if qdq and cc in NO_INT8:
             # NVIDIA/TensorRT#3157
             return (
