@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+import test_trt_api as api_tests
 import test_trt_standin_refusals as refusals
 import tomllib
 from packaging.specifiers import SpecifierSet
@@ -27,6 +28,8 @@ from cifrenet_edge.trt.plan import plan_build
 
 ROOT = Path(__file__).resolve().parents[1]
 build_on = refusals.build_on  # the modelling stand-in's build fixture, shared by name
+run_build = api_tests.run_build  # the API stand-in's build fixture
+tiny_onnx = api_tests.tiny_onnx
 # `pip index versions tensorrt` on PyPI, 2026-12-04 (the real release list, oldest last)
 PYPI_TENSORRT = [
     "11.4.0.106",
@@ -244,3 +247,15 @@ def test_device_builder_reports_a_missing_package_in_one_line(monkeypatch, capsy
 def test_unknown_precision_still_refused():
     with pytest.raises(ConfigError):
         plan_build(api.capabilities("8.6.1"), "bf16")
+
+
+def test_failed_qdq_build_names_the_float_and_calibrator_ways_out(run_build):
+    """A Q/DQ layer with no INT8 kernel fails the whole build (NVIDIA/TensorRT#3385, 8.5.2)."""
+    from cifrenet_edge.errors import ExportError
+
+    with pytest.raises(ExportError) as err:
+        run_build("8.5.2", "int8", build_fails=True)
+    assert "--keep-float" in str(err.value) and "--int8-mode calibrator" in str(err.value)
+    with pytest.raises(ExportError) as err:
+        run_build("8.5.2", "fp16", build_fails=True)
+    assert "--keep-float" not in str(err.value) and "--workspace" in str(err.value)

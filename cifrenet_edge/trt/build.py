@@ -378,9 +378,19 @@ def _check_outcome(
             f"({type(progress_error).__name__}: {first_line(progress_error)}); rerun with --quiet"
         )
     if serialized is None:
+        hint = "try a larger --workspace, another --precision, or re-export the ONNX"
+        if precision == "int8" and calibrator is None:
+            # a Q/DQ layer TensorRT has no INT8 kernel for fails the whole build ("Could not
+            # find any implementation", NVIDIA/TensorRT#3385: Q/DQ depthwise conv + fused
+            # activation on 8.5.2): keep those layers float, or let TensorRT choose
+            hint = (
+                "if the log says 'Could not find any implementation' for a Q/DQ layer, "
+                "re-export with --keep-float naming that layer, or build with --int8-mode "
+                "calibrator (TensorRT 8.x/10.x); else " + hint
+            )
         raise ExportError(
             f"TensorRT {version} could not build the {precision} engine (its log above says "
-            "why): try a larger --workspace, another --precision, or re-export the ONNX"
+            f"why): {hint}"
         )
 
 
