@@ -188,7 +188,6 @@ def _raw_build(version: str, cc: str, net_flags=(), flags=(), model=None, dla=No
         ("10.3.0", "8.7", ["STRONGLY_TYPED"], ["FP16"], None, None, 0, "kFP16"),  # #4228
         ("10.16", "8.7", [], ["FP16"], None, 0, 2, "DLA is not supported"),
         ("10.3.0", "8.7", [], ["FP16"], None, 2, 2, "getNbDLACores"),
-        ("8.5.2", "7.2", ["EXPLICIT_BATCH"], ["INT8"], "qdq", 0, 2, "not supported on DLA"),
     ],
 )
 def test_builder_refuses_on_its_own(version, cc, net_flags, flags, model, dla, cores, why):
@@ -304,7 +303,7 @@ CASES: Dict[str, Case] = {
         "no dynamic dimensions",
     ),
     "dla.explicit-int8": Case(
-        lambda b: b("8.5.2", "7.2", "int8", dla_core=0, dla_cores=2), "not supported on DLA"
+        lambda b: b("8.5.2", "7.2", "int8", dla_core=0, dla_cores=2), "implicit INT8 only"
     ),
     "dla.explicit-int8-gpu": Case(
         lambda b: b("10.3.0", "8.7", "int8", dla_core=0, dla_cores=2), "implicit INT8 only"

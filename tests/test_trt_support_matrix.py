@@ -259,3 +259,28 @@ def test_failed_qdq_build_names_the_float_and_calibrator_ways_out(run_build):
     with pytest.raises(ExportError) as err:
         run_build("8.5.2", "fp16", build_fails=True)
     assert "--keep-float" not in str(err.value) and "--workspace" in str(err.value)
+
+
+def test_keep_float_depthwise_leaves_every_depthwise_conv_float(int8_env, tmp_path):
+    """The fallback for a Q/DQ depthwise conv TensorRT has no INT8 kernel for (#3385)."""
+    from cifrenet_edge import quantize as q
+
+    res = q.quantize_onnx(
+        int8_env["fp32"],
+        calib=int8_env["calib"],
+        holdout=int8_env["holdout"],
+        output=tmp_path / "dw.onnx",
+        keep_float=("classifier", "resize", "depthwise"),
+    )
+    model = onnx.load(str(res.path))
+    dw = q.find_sensitive_nodes(model)["depthwise"]
+    assert len(dw) >= 13  # CIFReNet's depthwise convs, each feeding a PReLU
+    prod = {o: n for n in model.graph.node for o in n.output}
+    by_name = {n.name: n for n in model.graph.node}
+    for name in dw:
+        srcs = [prod.get(i) for i in by_name[name].input if i]
+        assert not any(s is not None and s.op_type == "DequantizeLinear" for s in srcs), name
+    kf = ("classifier", "resize", "depthwise")
+    assert q.check_qdq_rules(model, kf)["problems"] == []
+    assert res.manifest["quantization"]["keep_float"] == list(kf)
+    assert q.check_qdq_rules(model)["quantized_convs"] > 0  # the rest is still INT8

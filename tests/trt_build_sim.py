@@ -244,7 +244,10 @@ class BuildModel:
         if any(lo != hi for lo, _, hi in st.get("profile_shapes", [])):
             out.append("DLA has no dynamic dimensions")  # DLA layer restrictions
         if model is not None and model.has_qdq and self.version < (11, 4, 1):
-            out.append("DLA compiles implicit INT8 only")  # #2222; Model-Optimizer#1661
+            # NVIDIA/TensorRT#2222 ("DLA doesn't support QAT yet"), cuDLA-samples#19 (8.5: a
+            # Q/DQ layer "is not supported on DLA"), Model-Optimizer#1661 (10.x): with GPU
+            # fallback those layers run on the GPU
+            out.append("DLA compiles implicit INT8 only")
         return out
 
     def _IOptimizationProfile__set_shape(self, s: Any, prof: Any, name: str, lo, opt, hi) -> None:
@@ -313,8 +316,6 @@ class BuildModel:
                 return "DLA is not supported by this TensorRT"  # Working with DLA, 11.4.1
             if not 0 <= int(dla) < int(self.dla_cores):
                 return f"setDLACore: {dla} is not between 0 and getNbDLACores() - 1"  # NvInfer.h
-            if qdq and v < (10, 0, 0):
-                return "Q/DQ layers are not supported on DLA"  # cuDLA-samples#19, #2222
         return None
 
     def _calibrate(self, cal: Any, model: Any) -> bool:

@@ -384,9 +384,9 @@ def _check_outcome(
             # find any implementation", NVIDIA/TensorRT#3385: Q/DQ depthwise conv + fused
             # activation on 8.5.2): keep those layers float, or let TensorRT choose
             hint = (
-                "if the log says 'Could not find any implementation' for a Q/DQ layer, "
-                "re-export with --keep-float naming that layer, or build with --int8-mode "
-                "calibrator (TensorRT 8.x/10.x); else " + hint
+                "if the log says 'Could not find any implementation' for a Q/DQ depthwise "
+                "conv, re-export with --keep-float classifier,resize,depthwise, or build with "
+                "--int8-mode calibrator (TensorRT 8.x/10.x); else " + hint
             )
         raise ExportError(
             f"TensorRT {version} could not build the {precision} engine (its log above says "
