@@ -261,7 +261,7 @@ def test_failed_qdq_build_names_the_float_and_calibrator_ways_out(run_build):
     assert "--keep-float" not in str(err.value) and "--workspace" in str(err.value)
 
 
-def test_keep_float_depthwise_leaves_every_depthwise_conv_float(int8_env, tmp_path):
+def test_keep_float_dw_prelu_leaves_those_depthwise_convs_float(int8_env, tmp_path):
     """The fallback for a Q/DQ depthwise conv TensorRT has no INT8 kernel for (#3385)."""
     from cifrenet_edge import quantize as q
 
@@ -270,17 +270,17 @@ def test_keep_float_depthwise_leaves_every_depthwise_conv_float(int8_env, tmp_pa
         calib=int8_env["calib"],
         holdout=int8_env["holdout"],
         output=tmp_path / "dw.onnx",
-        keep_float=("classifier", "resize", "depthwise"),
+        keep_float=("classifier", "resize", "dw-prelu"),
     )
     model = onnx.load(str(res.path))
-    dw = q.find_sensitive_nodes(model)["depthwise"]
-    assert len(dw) >= 13  # CIFReNet's depthwise convs, each feeding a PReLU
+    dw = q.find_sensitive_nodes(model)["dw-prelu"]
+    assert len(dw) == 13  # CIFReNet's depthwise convs feeding a PReLU (LRM, DSP paths)
     prod = {o: n for n in model.graph.node for o in n.output}
     by_name = {n.name: n for n in model.graph.node}
     for name in dw:
         srcs = [prod.get(i) for i in by_name[name].input if i]
         assert not any(s is not None and s.op_type == "DequantizeLinear" for s in srcs), name
-    kf = ("classifier", "resize", "depthwise")
+    kf = ("classifier", "resize", "dw-prelu")
     assert q.check_qdq_rules(model, kf)["problems"] == []
     assert res.manifest["quantization"]["keep_float"] == list(kf)
     assert q.check_qdq_rules(model)["quantized_convs"] > 0  # the rest is still INT8

@@ -87,8 +87,8 @@ def find_sensitive_nodes(model) -> Dict[str, List[str]]:
     """
     graph = model.graph
     prod = producers(graph)
-    out: Dict[str, List[str]] = {"resize": [], "classifier": [], "depthwise": []}
-    out["depthwise"] = depthwise_convs(model)
+    out: Dict[str, List[str]] = {"resize": [], "classifier": []}
+    out["dw-prelu"] = depthwise_prelu_convs(model)
     frontier = [o.name for o in graph.output]
     seen = set()
     while frontier:
@@ -105,21 +105,26 @@ def find_sensitive_nodes(model) -> Dict[str, List[str]]:
     return out
 
 
-def depthwise_convs(model) -> List[str]:
-    """Depthwise Convs (one input channel per group): ``keep_float=("depthwise",)`` keeps them.
+def depthwise_prelu_convs(model) -> List[str]:
+    """Depthwise Convs feeding a PReLU: ``keep_float=("dw-prelu",)`` keeps them float.
 
-    TensorRT 8.5.2 found no INT8 kernel for a Q/DQ depthwise conv fused with a following
-    activation ("Could not find any implementation", NVIDIA/TensorRT#3385: DwConv + BN +
-    Swish fails, DwConv + ReLU builds); CIFReNet's depthwise convs feed PReLU. Keeping them
-    float is the way out when a build fails so, short of implicit (calibrator) INT8.
+    TensorRT 8.5.2 found no INT8 kernel for a Q/DQ depthwise conv fused with the activation
+    after it ("Could not find any implementation", NVIDIA/TensorRT#3385: DwConv + BN + Swish
+    fails, DwConv + ReLU builds). CIFReNet's 13 depthwise convs in the LRM and the DSP paths
+    feed PReLU (the backbone's feed ReLU6); keeping those float is the way out when a build
+    fails so, short of implicit (calibrator) INT8.
     """
     inits = {i.name: i for i in model.graph.initializer}
+    cons = consumers(model.graph)
     out = []
     for n in model.graph.node:
         if n.op_type != "Conv":
             continue
         w = inits.get(n.input[1])
-        if _attr(n, "group", 1) > 1 and w is not None and len(w.dims) == 4 and w.dims[1] == 1:
+        depthwise = _attr(n, "group", 1) > 1 and w is not None and len(w.dims) == 4
+        if not depthwise or w.dims[1] != 1:
+            continue
+        if any(c is not None and c.op_type == "PRelu" for c in cons.get(n.output[0], [])):
             out.append(n.name)
     return out
 

@@ -385,7 +385,7 @@ def _check_outcome(
             # activation on 8.5.2): keep those layers float, or let TensorRT choose
             hint = (
                 "if the log says 'Could not find any implementation' for a Q/DQ depthwise "
-                "conv, re-export with --keep-float classifier,resize,depthwise, or build with "
+                "conv, re-export with --keep-float classifier,resize,dw-prelu, or build with "
                 "--int8-mode calibrator (TensorRT 8.x/10.x); else " + hint
             )
         raise ExportError(
