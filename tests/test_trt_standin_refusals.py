@@ -118,6 +118,19 @@ def test_enum_values_are_the_headers():
     assert int(t8.BuilderFlag.INT8) == 1
 
 
+@pytest.mark.parametrize("version", api.SUPPORTED_VERSIONS)
+def test_every_enum_the_toolkit_converts_has_header_values(version):
+    """Each member of the enums the code turns into integers has its value from NvInfer.h."""
+    from test_trt_api import enum_values, load_api
+
+    values, members = enum_values(version), load_api(version)["enums"]
+    for name in ("NetworkDefinitionCreationFlag", "BuilderFlag", "DataType", "TensorIOMode"):
+        if name in members:  # TensorIOMode from 8.5
+            assert set(values[name]) == set(members[name]), (version, name)
+    if "WEIGHTLESS" in members["BuilderFlag"]:  # an alias in NvInfer.h: "= kSTRIP_PLAN"
+        assert values["BuilderFlag"]["WEIGHTLESS"] == values["BuilderFlag"]["STRIP_PLAN"]
+
+
 def test_network_flags_reach_the_builder_by_their_header_values(build_on):
     out = build_on("10.3.0", "8.7", "int8")
     assert not isinstance(out.result, BaseException), out.result
