@@ -11,14 +11,16 @@ libraries cannot be fetched there). This script verifies on the real device:
    stand-in ``tensorrt`` of ``tests/trt_sim.py`` whose engine runs the network itself with
    PyTorch on the backend's device pointers and stream: the 8.6 binding API and the 10.x
    tensor API, fixed and dynamic shapes, 4 threads, ``close()`` racing ``predict``, the
-   CUDA-graph path and ``benchmark_gpu``; outputs against PyTorch on the same input.
+   CUDA-graph path (8.6 and 10.x) and ``benchmark_gpu``; outputs against PyTorch on the same input.
 3. ``gpu_argmax``: CuPy's argmax on the engine's output (``predict_frame``) against the
    host path.
 4. ``bench_torch_rows``: ``bench``'s PyTorch CUDA FP32 and FP16 rows (the paper's setting).
 
 A failed check is a failure (exit 1, ``FAILED`` lines and the reason in the JSON), never a
-skip. Nothing is installed. ``--dry-run`` runs the same checks on the simulated CUDA of
-``tests/cuda_sim.py`` with PyTorch on the CPU (no GPU needed): CI runs it that way.
+skip. The JSON is rewritten after every check, so a run cut short by a timeout keeps each
+finished result (``"complete": false``, the hung check under ``"running"``). Nothing is
+installed. ``--dry-run`` runs the same checks on the simulated CUDA of ``tests/cuda_sim.py``
+with PyTorch on the CPU (no GPU needed): CI runs it that way.
 
     python3 benchmarks/gpu_checks.py [--dry-run] [--out DIR] [--res 640x360] [--seconds 2]
 """
@@ -401,30 +403,34 @@ def check_close_racing_predict(m: Machine, work: Path) -> Dict[str, Any]:
 
 
 def check_cuda_graph_path(m: Machine, work: Path) -> Dict[str, Any]:
-    g = m.gpu("10.16")
-    eng = m.engine(g, work / "graph")
-    errs = []
-    with g.installed():
-        b = g.open(eng, cuda_graph=True)
-        try:
-            for x in _inputs(m, 3):  # capture once, then each replay reads the new input
-                errs.append(_close_enough(b.infer(x), m.reference(x), "graph replay"))
-            graph = b.benchmark_gpu(iters=m.iters, warmup=m.warmup, cuda_graph=True)
-            plain = b.benchmark_gpu(iters=m.iters, warmup=m.warmup, cuda_graph=False)
-        finally:
-            b.close()
-    _no_leaks(g)
-    for name, stats in (("graph", graph), ("plain", plain)):
-        if not (min(stats["compute"]) > 0 and stats["walltime_s"] > 0):
-            raise AssertionError(f"{name} benchmark_gpu: non-positive times")
-    return {
-        "max_abs_diff": max(errs),
-        "compute_ms_median": {
-            "graph": float(np.median(graph["compute"])),
-            "plain": float(np.median(plain["compute"])),
-        },
-        "walltime_s": {"graph": graph["walltime_s"], "plain": plain["walltime_s"]},
-    }
+    """Capture, replay and benchmark_gpu with graphs, on 8.6 (the 1080 Ti's) and 10.x."""
+    out: Dict[str, Any] = {}
+    for version in ("8.6.1", "10.16"):
+        g = m.gpu(version)
+        eng = m.engine(g, work / f"graph_{version}")
+        errs = []
+        with g.installed():
+            b = g.open(eng, cuda_graph=True)
+            try:
+                for x in _inputs(m, 3):  # capture once, then each replay reads the new input
+                    errs.append(_close_enough(b.infer(x), m.reference(x), "graph replay"))
+                graph = b.benchmark_gpu(iters=m.iters, warmup=m.warmup, cuda_graph=True)
+                plain = b.benchmark_gpu(iters=m.iters, warmup=m.warmup, cuda_graph=False)
+            finally:
+                b.close()
+        _no_leaks(g)
+        for name, stats in (("graph", graph), ("plain", plain)):
+            if not (min(stats["compute"]) > 0 and stats["walltime_s"] > 0):
+                raise AssertionError(f"{version} {name} benchmark_gpu: non-positive times")
+        out[version] = {
+            "max_abs_diff": max(errs),
+            "compute_ms_median": {
+                "graph": float(np.median(graph["compute"])),
+                "plain": float(np.median(plain["compute"])),
+            },
+            "walltime_s": {"graph": graph["walltime_s"], "plain": plain["walltime_s"]},
+        }
+    return out
 
 
 def check_gpu_argmax(m: Machine, work: Path) -> Dict[str, Any]:
@@ -514,6 +520,13 @@ def environment() -> Dict[str, Any]:
 
 
 def run(dry_run: bool, out_dir: Path, res: Tuple[int, int], seconds: float) -> Tuple[Path, bool]:
+    """All checks; the JSON file is rewritten after each one (a timeout keeps what finished).
+
+    While checks run the file says ``"complete": false`` and ``"ok": false``, with the check
+    in progress under ``"running"``; a run killed by ``timeout`` (run_gpu.sh's 8 minutes, or
+    the lent machine's limit) so leaves every finished result and the name of the one that
+    hung. Each write goes to a temporary name and is renamed: never a half-written file.
+    """
     t_start = time.perf_counter()
     result: Dict[str, Any] = {
         "schema": SCHEMA,
@@ -521,28 +534,43 @@ def run(dry_run: bool, out_dir: Path, res: Tuple[int, int], seconds: float) -> T
         "mode": "dry-run (simulated CUDA, PyTorch on the CPU)" if dry_run else "gpu",
         "resolution": list(res),
         "environment": environment(),
+        "complete": False,
+        "ok": False,
+        "running": None,
         "checks": [],
     }
-    checks: List[Dict[str, Any]] = result["checks"]
-    work = Path(tempfile.mkdtemp(prefix="gpu_checks_"))
-    try:
-        _run_checks(checks, dry_run, res, seconds, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    result["ok"] = bool(checks) and all(c["status"] == "ok" for c in checks)
-    result["elapsed_s"] = round(time.perf_counter() - t_start, 2)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = result["created"].replace(":", "").replace("-", "")
     mode = "dryrun" if dry_run else "gpu"
     path = out_dir / f"gpu_checks_{mode}_{result['environment']['host']}_{stamp}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    tmp.replace(path)
+
+    def save(running: Optional[str]) -> None:
+        result["running"] = running
+        result["elapsed_s"] = round(time.perf_counter() - t_start, 2)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        tmp.replace(path)
+
+    checks: List[Dict[str, Any]] = result["checks"]
+    work = Path(tempfile.mkdtemp(prefix="gpu_checks_"))
+    save("setup")
+    try:
+        _run_checks(checks, dry_run, res, seconds, work, save)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["complete"] = True
+    result["ok"] = bool(checks) and all(c["status"] == "ok" for c in checks)
+    save(None)
     return path, result["ok"]
 
 
 def _run_checks(
-    checks: List[Dict[str, Any]], dry_run: bool, res: Tuple[int, int], seconds: float, work: Path
+    checks: List[Dict[str, Any]],
+    dry_run: bool,
+    res: Tuple[int, int],
+    seconds: float,
+    work: Path,
+    save: Callable[[Optional[str]], None],
 ) -> None:
     try:
         machine: Optional[Machine] = Machine(dry_run, res, work)
@@ -552,6 +580,7 @@ def _run_checks(
     if machine is not None:
         plan = [*CHECKS, ("bench_torch_rows", lambda m, w: check_bench_torch_rows(m, w, seconds))]
         for name, fn in plan:
+            save(name)
             t0 = time.perf_counter()
             try:
                 details = fn(machine, work)
@@ -566,6 +595,7 @@ def _run_checks(
                 print(f"ok      {name} ({checks[-1]['seconds']} s)", flush=True)
             except Exception as exc:
                 checks.append(_failed(name, exc, time.perf_counter() - t0))
+    save(None)
 
 
 def _failed(name: str, exc: BaseException, seconds: float) -> Dict[str, Any]:

@@ -11,15 +11,23 @@
 # exits non-zero. Nothing is installed: the checkout runs from PYTHONPATH.
 #
 # Stage 2, only where TensorRT is installed (GTX 1080 Ti, Jetson; CHECKS_ONLY=1 skips it): the
-# full benchmark, TensorRT FP32/FP16/INT8 with and without CUDA graphs (TensorRT 10+), PyTorch on
+# full benchmark, TensorRT FP32/FP16/INT8 with and without CUDA graphs (TensorRT 8.5+), PyTorch on
 # CUDA (the paper's setting), ONNX Runtime/OpenVINO on the CPU for reference, cross-checked with
 # trtexec when it is on the PATH, at all five of the paper's resolutions, with the roofline
 # estimate for the device named by DEVICE (gtx1080ti, jetson-nano, xavier-nx, orin-nano,
 # agx-orin). Extra arguments go to `cifrenet-edge bench`. On a Jetson, first:
 # sudo nvpmodel -m 0 && sudo jetson_clocks
+#
+# `benchmarks/run_gpu.sh --dry-run`: stage 1 only, on the simulated CUDA of tests/cuda_sim.py
+# with PyTorch on the CPU (no GPU needed; what CI and tests/test_gpu_checks.py run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${1:-}" = "--dry-run" ]; then
+  shift
+  exec timeout "${CHECKS_TIMEOUT:-480}" python3 benchmarks/gpu_checks.py --dry-run \
+    --out "${OUT:-benchmarks/results}" "$@"
+fi
 status=0
 timeout "${CHECKS_TIMEOUT:-480}" python3 benchmarks/gpu_checks.py --out "${OUT:-benchmarks/results}" \
   || status=$?

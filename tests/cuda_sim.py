@@ -37,6 +37,12 @@ CUDA_PYTHON_VERSIONS = ("11.8.7", "12.6.2.post1", "13.4.4")
 # CUDA runtime error codes beyond those in the JSON (driver_types.h).
 _EXTRA_ERRORS = {"cudaErrorInvalidDevice": 101, "cudaErrorInvalidResourceHandle": 400}
 
+# Without libcuda, cuda-python 11.8.7 and 12.6.2.post1 raise RuntimeError from every call that
+# reaches the driver: "Failed to dlopen libcuda.so.1" the first time, then 'Function "cuInit"
+# not found' (cudaDriverGetVersion: "cuDriverGetVersion"); these calls answer without it.
+# 13.x returns cudaErrorInsufficientDriver (35) instead. Run on the real wheels, no GPU.
+_NO_DRIVER_NEEDED = ("cudaRuntimeGetVersion", "cudaGetErrorName", "cudaGetLastError")
+
 
 class SimFault(Exception):
     """An access a real GPU would fault on (out of bounds, after free, wrong memory kind)."""
@@ -152,6 +158,9 @@ class SimCudart:
         self.calls: List[str] = []
         #: name -> error code the call returns instead of running (a test's failure injection)
         self.fail: Dict[str, int] = {}
+        #: per thread: the last error a runtime call returned (cudaGetLastError reads, resets)
+        self._last_error: Dict[int, int] = {}
+        self._dlopen_tried = False  # no-driver 11.8/12.x: the first driver call tries libcuda
 
     # -- the module surface ---------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -175,6 +184,7 @@ class SimCudart:
                 hook(*args)
             with self._lock:
                 self.calls.append(name)
+                self._no_libcuda(name)
                 if self.sticky and name not in (
                     "cudaGetErrorName",
                     "cudaDriverGetVersion",
@@ -187,12 +197,26 @@ class SimCudart:
                     out = impl(self, *args)
             out = out if isinstance(out, tuple) else (out,)
             err = self.cudaError_t(int(out[0]))
+            if int(err) != 0 and name != "cudaGetLastError":
+                self._last_error[threading.get_ident()] = int(err)
             rest = list(out[1:]) + [None] * (n_out - len(out))
             return (err, *rest[: n_out - 1])
 
         return call
 
     # -- helpers ----------------------------------------------------------------------------
+    def _no_libcuda(self, name: str) -> None:
+        """cuda-python < 13 on a machine without libcuda: RuntimeError, not an error code."""
+        if self.driver_version > 0 or int(self.version.split(".")[0]) >= 13:
+            return
+        if name in _NO_DRIVER_NEEDED:
+            return
+        if not self._dlopen_tried:
+            self._dlopen_tried = True
+            raise RuntimeError("Failed to dlopen libcuda.so.1")
+        cu = "cuDriverGetVersion" if name == "cudaDriverGetVersion" else "cuInit"
+        raise RuntimeError(f'Function "{cu}" not found')
+
     def _new_handle(self) -> int:
         self._handle += 1
         return self._handle
@@ -383,6 +407,13 @@ class SimCudart:
 
     def _cudaRuntimeGetVersion(self):
         return (0, self.runtime_version)
+
+    def _cudaGetLastError(self):
+        if self.sticky:
+            return self.sticky  # a sticky error is never reset
+        if self.driver_version <= 0:
+            return 35  # 13.4.4 without a driver: every call, also this one, and it stays
+        return self._last_error.pop(threading.get_ident(), 0)
 
     def _cudaGetErrorName(self, error):
         return (0, self.cudaError_t(int(error)).name.encode())

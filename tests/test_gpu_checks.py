@@ -64,3 +64,41 @@ def test_a_planted_bug_fails_loudly(gpu_checks, tmp_path, capsys, monkeypatch):
     assert "tensorrt_backend_tensor_api" in failed and "cuda_wrapper" not in failed
     out = capsys.readouterr().out
     assert "FAILED  tensorrt_backend_tensor_api" in out and "CHECKS FAILED" in out
+
+
+def test_a_run_cut_short_keeps_every_finished_result(gpu_checks, tmp_path, monkeypatch):
+    """A timeout kills the process mid-check: the JSON already holds what finished."""
+
+    def hangs(m, work):
+        raise KeyboardInterrupt  # what SIGINT does mid-check; SIGTERM ends it just as abruptly
+
+    monkeypatch.setattr(
+        gpu_checks, "CHECKS", [("cuda_wrapper", gpu_checks.check_cuda_wrapper), ("hangs", hangs)]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        gpu_checks.main(["--dry-run", "--out", str(tmp_path)])
+    d = _result(tmp_path)
+    assert d["complete"] is False and d["ok"] is False and d["running"] == "hangs"
+    assert [(c["name"], c["status"]) for c in d["checks"]] == [("cuda_wrapper", "ok")]
+    assert not list(tmp_path.glob("*.tmp"))  # renamed into place, never half-written
+
+
+def test_run_gpu_sh_dry_run(tmp_path):
+    """The script itself, as CI runs it: stage 1 on the simulated CUDA, exit 0, one JSON."""
+    import os
+    import subprocess
+
+    root = SCRIPT.parents[1]
+    env = dict(os.environ, OUT=str(tmp_path), PYTHONPATH=str(root))
+    p = subprocess.run(
+        ["bash", str(root / "benchmarks" / "run_gpu.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    d = _result(tmp_path)
+    assert d["complete"] is True and d["ok"] is True
+    graph = next(c for c in d["checks"] if c["name"] == "tensorrt_backend_cuda_graph")
+    assert set(graph["details"]) == {"8.6.1", "10.16"}

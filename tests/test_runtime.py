@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from thresholds import check
 
 from cifrenet_edge import Segmenter
 from cifrenet_edge.errors import (
@@ -74,17 +75,21 @@ def test_torch_onnxruntime_openvino_same_class_maps(content_checkpoint, content_
         # torch takes any batch: predict_batch runs all five frames in one forward pass
         assert ref_seg.backend.dynamic_batch and ref_seg.backend.max_batch >= 5
         for batched, single in zip(ref_seg.predict_batch(frames), reference):
-            assert _agreement(batched, single) >= 0.999
+            assert check(
+                "runtime.torch_batch_vs_single", _agreement(batched, single), ">=", 0.999, 1
+            )
     for name in ("onnxruntime", "openvino"):
         with Segmenter.open(content_onnx, backend=name, threads=1) as seg:
             assert seg.backend.name == name and seg.resolution == RES
             for ref, frame in zip(reference, frames):
                 mask = seg.predict(frame)
                 assert mask.shape == frame.shape[:2] and mask.dtype == np.uint8
-                assert _agreement(mask, ref) >= 0.999, name
+                agree = _agreement(mask, ref)
+                assert check(f"runtime.{name}_vs_torch", agree, ">=", 0.999, 1.0), name
     # not vacuous: the network's answer depends on the picture
     assert min(len(np.unique(m)) for m in reference) >= 5
-    assert _agreement(reference[0][:300, :300], reference[1][:300, :300]) < 0.9
+    other = _agreement(reference[0][:300, :300], reference[1][:300, :300])
+    assert check("runtime.two_photos_differ", other, "<", 0.9)
 
 
 def test_probabilities_and_sizes(ort_seg, frames):
@@ -95,7 +100,9 @@ def test_probabilities_and_sizes(ort_seg, frames):
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
     assert np.array_equal(mask, probs.argmax(-1))
     # the fast path (argmax, then nearest resize) agrees with the logits-resize reference
-    assert _agreement(ort_seg.predict(frame), mask) > 0.95
+    assert check(
+        "runtime.fast_vs_logit_resize", _agreement(ort_seg.predict(frame), mask), ">", 0.95, 1
+    )
     for size in [(37, 53), (720, 1280), (64, 128), (301, 199)]:  # a new size every call
         f = cv2.resize(frame, (size[1], size[0]))
         assert ort_seg.predict(f).shape == size

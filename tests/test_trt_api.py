@@ -218,6 +218,14 @@ class StandIn:
                     return standin.make_class(item)
                 if item in standin.enums:
                     return standin.enums[item]
+                if item in standin.data.get("functions", []):  # module-level m.def(...)
+
+                    def call(*args: Any) -> Any:
+                        text = ",".join(_arg_text(a) for a in args)
+                        standin.rec.calls.append(f"tensorrt.{item}({text})")
+                        return standin.scenario.returns(standin, "tensorrt", item, args)
+
+                    return call
                 standin.rec.missing.append(f"tensorrt.{item}")
                 raise AttributeError(f"module 'tensorrt' has no attribute '{item}' here")
 
@@ -267,6 +275,9 @@ class Scenario:
             ),
             ("ICudaEngine", "get_tensor_dtype"): lambda: s.enums["DataType"].FLOAT,
             ("ICudaEngine", "get_binding_dtype"): lambda: s.enums["DataType"].FLOAT,
+            ("ICudaEngine", "get_tensor_shape"): lambda: self.in_shape,
+            ("ICudaEngine", "get_binding_shape"): lambda: self.in_shape,
+            ("tensorrt", "init_libnvinfer_plugins"): lambda: True,
             ("ICudaEngine", "create_execution_context"): lambda: s.instance("IExecutionContext"),
             ("IExecutionContext", "get_tensor_shape"): lambda: self.out_shape,
             ("IExecutionContext", "get_binding_shape"): lambda: self.out_shape,
@@ -357,6 +368,9 @@ class RecordingCuda(CudaApi):
     def graph_capture_end(self, stream) -> Any:  # type: ignore[override]
         self._r("graph_capture_end")
         return object()
+
+    def graph_capture_abort(self, stream) -> None:  # type: ignore[override]
+        self._r("graph_capture_abort")
 
     def graph_launch(self, graph_exec, stream) -> None:  # type: ignore[override]
         self._r("graph_launch")
@@ -903,9 +917,11 @@ def test_backend_dynamic_shapes(version, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_backend_cuda_graphs_only_on_10_plus(version, monkeypatch, tmp_path):
+def test_backend_cuda_graphs_from_8_5(version, monkeypatch, tmp_path):
+    """trtexec 8.5.2 and 8.6.1 capture enqueueV3 as the backend does: graphs from 8.5."""
+    assert api.capabilities(version).cuda_graphs == (version != "8.2.1")
     if not api.capabilities(version).cuda_graphs:
-        with pytest.raises(BackendUnavailableError, match="TensorRT 10"):
+        with pytest.raises(BackendUnavailableError, match=r"TensorRT 8\.5"):
             _backend(monkeypatch, tmp_path, version, cuda_graph=True)
         return
     b, rec, cuda = _backend(monkeypatch, tmp_path, version, cuda_graph=True)
@@ -1051,8 +1067,9 @@ def test_backend_failed_graph_capture_ends_the_capture(monkeypatch, tmp_path):
     _refusing(monkeypatch, ("execute_async_v3",), after=1)  # warm-up ok, capture fails
     with pytest.raises(BackendUnavailableError, match="CUDA graph capture"):
         b.infer(np.zeros((1, 3, 96, 160), np.float32))
-    assert cuda.calls.count("graph_capture_begin") == cuda.calls.count("graph_capture_end") == 1
-    assert "graph_launch" not in cuda.calls
+    # ended once, by the abort path (which frees what the capture made)
+    assert cuda.calls.count("graph_capture_begin") == cuda.calls.count("graph_capture_abort") == 1
+    assert "graph_capture_end" not in cuda.calls and "graph_launch" not in cuda.calls
     b.close()
 
 

@@ -1,8 +1,9 @@
 """The CUDA wrapper against the real cuda-python, where installed (no GPU needed).
 
-cuda-python imports on a machine without a GPU and answers cudaErrorInsufficientDriver (35):
-that is the path a CPU machine (or a Jetson with a broken driver) takes, and it must end in
-one BackendUnavailableError line, not a traceback. Every cuda-python name the wrapper calls
+cuda-python imports on a machine without a GPU; 13.x then answers cudaErrorInsufficientDriver
+(35), 11.8/12.x raise ``RuntimeError: Failed to dlopen libcuda.so.1``. That is the path a CPU
+machine (or a Jetson with a broken driver) takes, and it must end in one
+BackendUnavailableError line, not a traceback. Every cuda-python name the wrapper calls
 is also checked to exist in the installed library (13.x moved modules; a typo would only
 surface on a GPU otherwise).
 """
@@ -41,10 +42,13 @@ def test_every_cuda_python_name_used_exists():
 
 def test_no_driver_is_one_clear_error():
     rt = _cudart()
-    err, _ = rt.cudaGetDeviceCount()
+    try:
+        err, _ = rt.cudaGetDeviceCount()
+    except RuntimeError:  # cuda-python 11.8/12.x without libcuda
+        err = -1
     if int(err) == 0:
         pytest.skip("a CUDA device is present")
-    with pytest.raises(BackendUnavailableError) as exc:
+    with pytest.raises(cuda_mod.NoCudaDeviceError) as exc:
         cuda_mod.CudaPython(0)
     msg = str(exc.value)
     assert "cudaGetDeviceCount" in msg and "driver" in msg and "\n" not in msg

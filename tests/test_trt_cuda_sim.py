@@ -228,3 +228,105 @@ def test_streams_are_non_blocking_so_other_libraries_do_not_break_a_capture():
     assert result["err"].name == "cudaSuccess"
     graph = cuda.graph_capture_end(s)  # a blocking stream's capture would be invalidated
     cuda.graph_destroy(graph)
+
+
+# --------------------------------------------------------------------------- no driver at all
+# What the real wheels do on a machine without libcuda (run here, no GPU): 11.8.7 and
+# 12.6.2.post1 raise RuntimeError from the first call that reaches the driver, 13.4.4 returns
+# cudaErrorInsufficientDriver. cudaRuntimeGetVersion answers in all three.
+_NO_DRIVER_SEQUENCE = ("cudaRuntimeGetVersion", "cudaGetDeviceCount", "cudaGetDeviceCount")
+_WHEELS_WITHOUT_DRIVER = {
+    "11.8.7": [
+        "ok 11080",
+        "RuntimeError: Failed to dlopen libcuda.so.1",
+        'RuntimeError: Function "cuInit" not found',
+    ],
+    "12.6.2.post1": [
+        "ok 12060",
+        "RuntimeError: Failed to dlopen libcuda.so.1",
+        'RuntimeError: Function "cuInit" not found',
+    ],
+    "13.4.4": ["ok 13040", "cudaErrorInsufficientDriver", "cudaErrorInsufficientDriver"],
+}
+
+_PROBE = """
+import sys
+try:
+    from cuda.bindings import runtime as rt
+except ImportError:
+    from cuda import cudart as rt
+for name in sys.argv[1:]:
+    try:
+        out = getattr(rt, name)()
+        print(out[0].name if int(out[0]) else "ok %s" % out[1])
+    except RuntimeError as exc:
+        print("RuntimeError: %s" % exc)
+"""
+
+
+def _outcomes(rt, names):
+    out = []
+    for name in names:
+        try:
+            res = getattr(rt, name)()
+            out.append(res[0].name if int(res[0]) else f"ok {res[1]}")
+        except RuntimeError as exc:
+            out.append(f"RuntimeError: {exc}")
+    return out
+
+
+@pytest.mark.parametrize("version", CUDA_PYTHON_VERSIONS)
+def test_sim_without_libcuda_answers_as_the_wheel_does(version):
+    sim = SimCudart(version, driver_version=0)
+    assert _outcomes(sim, _NO_DRIVER_SEQUENCE) == _WHEELS_WITHOUT_DRIVER[version]
+
+
+def test_sim_without_libcuda_matches_the_installed_cuda_python():
+    """The same calls on the real cuda-python installed here, in a fresh process."""
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    try:
+        installed = metadata.version("cuda-python")
+    except metadata.PackageNotFoundError:
+        pytest.skip("cuda-python is not installed")
+    p = subprocess.run(
+        [sys.executable, "-c", _PROBE, *_NO_DRIVER_SEQUENCE], capture_output=True, text=True
+    )
+    real = p.stdout.strip().splitlines()
+    if p.returncode != 0 or not real or real[1] == "ok":
+        pytest.skip(f"no answer without a driver here (GPU present?): {p.stderr[-200:]}")
+    if real[1].startswith("ok "):
+        pytest.skip("a CUDA device is present")
+    major = installed.split(".")[0]
+    (version,) = [v for v in CUDA_PYTHON_VERSIONS if v.split(".")[0] == major]
+    sim = SimCudart(version, driver_version=0)
+    assert _outcomes(sim, _NO_DRIVER_SEQUENCE)[1:] == real[1:]
+
+
+@pytest.mark.parametrize("version", CUDA_PYTHON_VERSIONS)
+def test_no_driver_is_one_line_on_every_cuda_python(version):
+    with pytest.raises(cuda_mod.NoCudaDeviceError) as err:
+        _cuda(version, driver_version=0)
+    msg = str(err.value)
+    assert "no NVIDIA driver or GPU here" in msg and "cudaGetDeviceCount" in msg
+    assert "\n" not in msg
+    if not version.startswith("13"):
+        assert "Failed to dlopen libcuda.so.1" in msg  # the library's own words, kept
+
+
+@pytest.mark.parametrize("version", CUDA_PYTHON_VERSIONS)
+def test_open_cuda_tries_pycuda_when_cuda_python_finds_no_driver(version, monkeypatch):
+    monkeypatch.setattr(cuda_mod, "import_cudart", lambda: SimCudart(version, driver_version=0))
+    monkeypatch.setattr(cuda_mod, "PyCuda", lambda dev: "pycuda wrapper")
+    assert cuda_mod.open_cuda(0) == "pycuda wrapper"
+
+    def no_pycuda(dev):
+        raise ImportError("No module named 'pycuda'")
+
+    monkeypatch.setattr(cuda_mod, "PyCuda", no_pycuda)
+    with pytest.raises(cuda_mod.NoCudaDeviceError, match="no NVIDIA driver or GPU here"):
+        cuda_mod.open_cuda(0)  # the cause, not "no CUDA Python library"
+    info, why = cuda_mod.probe_cuda()
+    assert info is None and "no NVIDIA driver" in why and "\n" not in why

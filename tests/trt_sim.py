@@ -126,6 +126,8 @@ class TrtWorld(BuildModel, Scenario):
         #: (name, args) -> callable(obj, *args): a test's extra behaviour (pauses, failures)
         self.hooks: Dict[str, Callable[..., Any]] = {}
         self.enqueues: List[Tuple[str, int]] = []  # (thread name, stream handle)
+        #: init_libnvinfer_plugins called (an engine with a plugin layer needs it first)
+        self.plugins_registered = False
 
     # state lives on the instance, outside the strict attribute machinery
     @staticmethod
@@ -159,11 +161,18 @@ class TrtWorld(BuildModel, Scenario):
             return fn(s, obj, *args)
         return super().returns(s, cls, item, args)
 
+    # -- module functions ----------------------------------------------------------------------
+    def _tensorrt__init_libnvinfer_plugins(self, s, _obj, logger, namespace):
+        self.plugins_registered = True  # initLibNvInferPlugins registers the creators
+        return True
+
     # -- Runtime -----------------------------------------------------------------------------
     def _Runtime__deserialize_cuda_engine(self, s, runtime, data):
         header = parse_engine(data)
         if header is None or str(header.get("tensorrt")) != self.version_string:
             return None  # TensorRT logs "magic tag / version mismatch" and returns None
+        if header.get("plugins") and not self.plugins_registered:
+            return None  # "getPluginCreator could not find plugin ...": creators not registered
         eng = s.instance("ICudaEngine")
         st = self.state(eng)
         st["header"] = header
@@ -221,6 +230,20 @@ class TrtWorld(BuildModel, Scenario):
 
     def _ICudaEngine__get_binding_shape(self, s, eng, i):
         return self._ICudaEngine__get_tensor_shape(s, eng, self.state(eng)["order"][int(i)])
+
+    def _ICudaEngine__get_tensor_profile_shape(self, s, eng, name, profile_index):
+        """[min, opt, max] of an input in profile ``profile_index`` (one profile is built)."""
+        t = self._io(eng, name)
+        if t is None or not self._is_input(eng, name) or int(profile_index) != 0:
+            raise RuntimeError(f"no profile {profile_index} shapes for {name!r}")
+        prof = t.get("profile")
+        if prof is None:
+            return [tuple(t["shape"])] * 3
+        return [tuple(prof["min"]), tuple(prof["opt"]), tuple(prof["max"])]
+
+    def _ICudaEngine__get_profile_shape(self, s, eng, profile_index, binding):
+        name = binding if isinstance(binding, str) else self.state(eng)["order"][int(binding)]
+        return self._ICudaEngine__get_tensor_profile_shape(s, eng, name, profile_index)
 
     def _ICudaEngine__create_execution_context(self, s, eng):
         need = int(self.state(eng)["header"].get("device_memory", 1 << 20))

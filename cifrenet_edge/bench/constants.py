@@ -28,8 +28,17 @@ DEFINITIONS = {
         "resize back), host wall clock. What a robot sees."
     ),
     "throughput": (
-        "Throughput (trtexec): images per second = queries x batch / Total Host Walltime of "
-        "the timed queries (warm-up excluded)."
+        "Throughput (img/s): images per second = queries x batch / Total Host Walltime of "
+        "the timed queries (warm-up excluded). trtexec's Throughput counts queries (qps): at "
+        "batch N a query is N images, so its row keeps throughput_qps and gives "
+        "throughput_images_per_s beside it."
+    ),
+    "trtexec": (
+        "trtexec cross-check: the same engine, like for like with our loop: --exposeDMA (one "
+        "query in flight; trtexec's default keeps two), input and output copies included "
+        "(--includeDataTransfers on 11.x, the default before), spin-wait (--useSpinWait "
+        "before 11.x, the default from 11.0), CUDA graphs only on the graph row "
+        "(--useCudaGraph before 11.x, --noCudaGraph on the other row from 11.0)."
     ),
     "fps": "FPS = 1000 x batch / median latency (ms); the paper's FPS is batch 1.",
     "percentiles": (

@@ -205,8 +205,9 @@ def _render_footer(report: BenchReport, console: Any) -> None:
     ):
         console.print(f"  {report.definitions[k]}")
     if any(r.h2d is not None for r in report.results):
-        for k in ("h2d", "d2h", "latency"):
-            console.print(f"  {report.definitions[k]}")
+        for k in ("h2d", "d2h", "latency", "trtexec"):
+            if k in report.definitions:  # a report read back from an older JSON may lack one
+                console.print(f"  {report.definitions[k]}")
     s = report.system
     v = ", ".join(f"{k} {val}" for k, val in s["versions"].items() if val)
     console.print(

@@ -175,7 +175,7 @@ def _tensorrt_rows(
     use_trtexec: bool,
     x: Optional[np.ndarray] = None,
 ) -> List[BenchResult]:
-    """One row per CUDA-graph mode (TRT 10+: both), each cross-checked with trtexec."""
+    """One row per CUDA-graph mode (TRT 8.5+: both), each cross-checked with trtexec."""
     base = row.result
     be = row.segmenter.backend
     if not hasattr(be, "benchmark_gpu"):
@@ -190,7 +190,11 @@ def _tensorrt_rows(
             return [base]
         med = max(float(np.median(probe["compute"])), 1e-3)
         n = min(100000, max(10, int((seconds or 2.0) * 1e3 / med)))
-    modes = [False, True] if _trt_major() >= 10 else [False]
+    # CUDA graphs from 8.5 (execute_async_v3 captured, as trtexec 8.5.2/8.6.1 do): the
+    # backend's own capabilities, so a 1080 Ti on 8.6 gets its graph row too.
+    caps = getattr(be, "caps", None)
+    graphs = bool(caps.cuda_graphs) if caps is not None else _trt_major() >= 10
+    modes = [False, True] if graphs else [False]
     out = []
     for graph in modes:
         r = dataclasses.replace(base, compute=None, cuda_graph=graph, warmup=dict(base.warmup))
@@ -208,7 +212,9 @@ def _tensorrt_rows(
             r.trtexec = run_trtexec(
                 Path(r.model),
                 n,
+                str(getattr(be, "version", "")) or str(_trt_major()),
                 cuda_graph=graph,
+                batch=r.batch,
                 shapes=(
                     {be.in_name: tuple(shape)}
                     if getattr(be, "dynamic", False) and shape is not None

@@ -10,6 +10,9 @@ Versions: cuda-python's major must not exceed the CUDA major the NVIDIA driver s
 drivers need cuda-python 12 (``cifrenet-edge[cuda12]``). The mismatch is told apart from "no
 driver" with ``cudaDriverGetVersion`` (0 without a driver) against ``cudaRuntimeGetVersion``
 (the bindings' own CUDA), named with its fix, and ``open_cuda`` then falls back to pycuda.
+No driver at all is ``NoCudaDeviceError``: cuda-python 13.x says so with error 35, 11.8/12.x
+raise ``RuntimeError: Failed to dlopen libcuda.so.1`` (the real wheels, run without a GPU),
+and ``open_cuda`` tries pycuda after either.
 Signatures follow the wheels' own docstrings (``tests/data/cuda_python_runtime_api.json``,
 11.8.7 / 12.6.2 / 13.4.4); the one call that differs, ``cudaGraphInstantiate``, is avoided:
 ``cudaGraphInstantiateWithFlags(graph, flags)`` is the same in all three.
@@ -18,13 +21,15 @@ Threads: robot callbacks run on threads the backend did not create. With cuda-py
 runtime API's primary context is bound to a thread by ``cudaSetDevice``; with pycuda the
 retained primary context is pushed and popped around every call (never ``pycuda.autoinit``,
 which binds a context to the importing thread only). ``activate()`` does the right one.
+Streams are non-blocking with both libraries (pycuda's ``Stream()`` default, flags 0, is a
+blocking stream that serialises with every other library's legacy-stream work).
 
 numpy only, imported lazily; Python 3.8 syntax.
 """
 
 import contextlib
 import ctypes
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,8 +48,22 @@ _CUDA_PYTHON_FOR_MAJOR = {
 }
 
 
+NO_DRIVER_HINT = (
+    "no NVIDIA driver or GPU here: run on a machine with an NVIDIA GPU and its driver, or use "
+    "the ONNX model on the CPU"
+)
+
+#: CUstream_flags.CU_STREAM_NON_BLOCKING (cuda.h): pycuda exports no stream-flag constant
+#: (wrap_cudadrv.cpp binds ``Stream(flags=0)`` only), so the driver API's value is used.
+CU_STREAM_NON_BLOCKING = 0x1
+
+
 class CudaVersionMismatchError(BackendUnavailableError):
     """cuda-python built for a newer CUDA major than the NVIDIA driver supports."""
+
+
+class NoCudaDeviceError(BackendUnavailableError):
+    """No NVIDIA driver (libcuda) or no GPU: the other CUDA library is still worth a try."""
 
 
 def _version_text(v: int) -> str:
@@ -132,6 +151,14 @@ class CudaApi:
     def graph_capture_end(self, stream: Any) -> Any:
         raise NotImplementedError
 
+    def graph_capture_abort(self, stream: Any) -> None:
+        """End a capture that failed; free what it made and clear the error it left."""
+        raise NotImplementedError
+
+    def clear_last_error(self) -> None:
+        """Reset this thread's CUDA runtime error after a failure that was handled."""
+        return None
+
     def graph_launch(self, graph_exec: Any, stream: Any) -> None:
         raise NotImplementedError
 
@@ -153,7 +180,16 @@ class CudaPython(CudaApi):
         super().__init__(device_id)
         self.rt = cudart if cudart is not None else import_cudart()
         self._pinned = {}  # type: Dict[int, int]
-        err, count = self.rt.cudaGetDeviceCount()
+        try:
+            err, count = self.rt.cudaGetDeviceCount()
+        except RuntimeError as exc:
+            # cuda-python 11.8/12.x load libcuda on first use and raise "Failed to dlopen
+            # libcuda.so.1" (later calls: 'Function "cuInit" not found') where 13.x returns
+            # cudaErrorInsufficientDriver; seen with the real 11.8.7 and 12.6.2 wheels.
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise NoCudaDeviceError(
+                f"CUDA cudaGetDeviceCount failed: {line} ({NO_DRIVER_HINT})"
+            ) from None
         if int(err) == 35:  # cudaErrorInsufficientDriver: no driver, or one too old for us
             self._check_driver_version()
         count = self._call((err, count), "cudaGetDeviceCount")
@@ -197,13 +233,9 @@ class CudaPython(CudaApi):
             err, rest = result, ()
         if int(err) != 0:
             name = getattr(err, "name", str(err))
-            hint = (
-                " (no NVIDIA driver or GPU here: run on a machine with an NVIDIA GPU and "
-                "its driver, or use the ONNX model on the CPU)"
-                if int(err) in (35, 100)  # insufficient driver / no device
-                else ""
-            )
-            raise BackendUnavailableError(f"CUDA {what} failed: {name}{hint}")
+            if int(err) in (35, 100):  # insufficient driver / no device
+                raise NoCudaDeviceError(f"CUDA {what} failed: {name} ({NO_DRIVER_HINT})")
+            raise BackendUnavailableError(f"CUDA {what} failed: {name}")
         if not rest:
             return None
         return rest[0] if len(rest) == 1 else rest
@@ -296,9 +328,29 @@ class CudaPython(CudaApi):
         except Exception:
             self.rt.cudaGraphDestroy(graph)  # best effort: the instantiate error is the news
             raise
-        # The executable graph does not need its source graph: never leak it.
-        self._call(self.rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
+        # The executable graph does not need its source graph: never leak either.
+        try:
+            self._call(self.rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
+        except Exception:
+            self.rt.cudaGraphExecDestroy(graph_exec)
+            raise
         return graph_exec
+
+    def graph_capture_abort(self, stream: Any) -> None:
+        """trtexec's ``endCaptureOnError`` (samples/common/sampleDevice.h, 8.5 to 11.1).
+
+        The capture is ended whatever happened (a stream left capturing fails every later
+        call); an invalidated capture returns no graph, a completed one is destroyed unused;
+        then ``cudaGetLastError`` clears the error the failure left for this thread, so the
+        next unrelated call's check does not report it.
+        """
+        err, graph = self.rt.cudaStreamEndCapture(stream)
+        if int(err) == 0 and graph is not None:
+            self.rt.cudaGraphDestroy(graph)
+        self.clear_last_error()
+
+    def clear_last_error(self) -> None:
+        self.rt.cudaGetLastError()  # returns the error and resets it to cudaSuccess
 
     def graph_launch(self, graph_exec: Any, stream: Any) -> None:
         self._call(self.rt.cudaGraphLaunch(graph_exec, stream), "cudaGraphLaunch")
@@ -337,10 +389,16 @@ class PyCuda(CudaApi):
         if driver is None:
             import pycuda.driver as driver  # never pycuda.autoinit: see the module docstring
         self.drv = driver
-        self.drv.init()
-        if self.drv.Device.count() <= self.device_id:
+        try:
+            self.drv.init()
+            count = int(self.drv.Device.count())
+        except self.drv.Error as exc:  # e.g. "cuInit failed: no CUDA-capable device is detected"
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise NoCudaDeviceError(f"pycuda: {line} ({NO_DRIVER_HINT})") from None
+        if count <= self.device_id:
             raise BackendUnavailableError(
-                f"CUDA device {self.device_id} requested but {self.drv.Device.count()} found"
+                f"CUDA device {self.device_id} requested but {count} found: "
+                f"pick device=cuda:0..{max(count - 1, 0)}"
             )
         self.device = self.drv.Device(self.device_id)
         self.context = self.device.retain_primary_context()
@@ -373,7 +431,9 @@ class PyCuda(CudaApi):
             base.free()
 
     def stream_create(self) -> Any:
-        return self.drv.Stream()
+        # Non-blocking, as on cuda-python: ``Stream()`` is flags=0, a blocking stream that
+        # serialises with every other library's work on the legacy default stream.
+        return self.drv.Stream(flags=CU_STREAM_NON_BLOCKING)
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream.handle)
@@ -420,7 +480,7 @@ def open_cuda(device_id: int = 0, prefer: Optional[str] = None) -> CudaApi:
     """cuda-python if importable (or ``prefer="pycuda"``), else pycuda; says what is missing."""
     order = ("pycuda", "cuda-python") if prefer == "pycuda" else ("cuda-python", "pycuda")
     missing = []
-    mismatch = None  # type: Optional[CudaVersionMismatchError]
+    refused: List[BackendUnavailableError] = []
     for lib in order:
         try:
             if lib == "cuda-python":
@@ -428,10 +488,12 @@ def open_cuda(device_id: int = 0, prefer: Optional[str] = None) -> CudaApi:
             return PyCuda(device_id)
         except ImportError as exc:
             missing.append(f"{lib} ({exc})")
-        except CudaVersionMismatchError as exc:  # pycuda, built for this machine, may still do
-            mismatch = exc
-    if mismatch is not None:
-        raise mismatch
+        except (CudaVersionMismatchError, NoCudaDeviceError) as exc:
+            refused.append(exc)  # the other library (built for this machine) may still do
+    for kind in (CudaVersionMismatchError, NoCudaDeviceError):  # the fix first, then the cause
+        for exc in refused:
+            if isinstance(exc, kind):
+                raise exc
     raise BackendUnavailableError(
         "no CUDA Python library: {}; {}".format("; ".join(missing), CUDA_HINT)
     )

@@ -47,7 +47,7 @@ class TrtCaps(NamedTuple):
     implicit_int8: bool  # IInt8EntropyCalibrator2 + config.int8_calibrator (< 11)
     progress_monitor: bool  # IProgressMonitor bindings (10.0+ in Python)
     platform_fast_flags: bool  # Builder.platform_has_fast_fp16/int8 (< 11)
-    cuda_graphs: bool  # enqueueV3 capture documented as supported (10+)
+    cuda_graphs: bool  # execute_async_v3 captured into a CUDA graph (8.5+, as trtexec does)
     optimization_level: bool  # IBuilderConfig.builder_optimization_level (8.6+)
 
 
@@ -78,7 +78,7 @@ def capabilities(version: Union[str, Version]) -> TrtCaps:
         implicit_int8=major < 11,
         progress_monitor=major >= 10,
         platform_fast_flags=major < 11,
-        cuda_graphs=major >= 10,
+        cuda_graphs=v >= (8, 5, 0),  # trtexec 8.5.2/8.6.1 capture enqueueV3 (sampleInference)
         optimization_level=v >= (8, 6, 0),
     )
 
@@ -138,6 +138,28 @@ def shared_logger(trt: Any) -> Any:
             entry = (trt, trt.Logger(trt.Logger.WARNING))
             _LOGGERS[id(trt)] = entry
         return entry[1]
+
+
+_PLUGINS = {}  # type: Dict[int, Any]
+
+
+def init_plugins(trt: Any, logger: Any) -> None:
+    """``trt.init_libnvinfer_plugins(logger, "")`` once per module, before deserialising.
+
+    An engine with a layer from libnvinfer_plugin deserialises only once its creators are
+    registered (Polygraphy's ``EngineFromBytes`` calls this first for that reason). The
+    signature is ``(logger, namespace)`` from 8.2 to 11.1 (pyPlugin.cpp); the plugin library
+    keeps the logger pointer (``plugin::gLogger``), hence the process's shared logger. The
+    function is absent from the lean and dispatch runtimes (8.6+, full bindings only): those
+    cannot load such engines anyway, so nothing is called there.
+    """
+    with _LOGGERS_LOCK:
+        if _PLUGINS.get(id(trt)) is trt:
+            return
+        init = getattr(trt, "init_libnvinfer_plugins", None)  # None: lean / dispatch
+        if init is not None:
+            init(logger, "")
+        _PLUGINS[id(trt)] = trt
 
 
 def trt_version(trt: Any) -> str:

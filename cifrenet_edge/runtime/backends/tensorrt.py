@@ -5,7 +5,8 @@
   both sides and the rebuild command, never TensorRT's "magic tag" message or a crash.
 * Two execution APIs, chosen by ``trt.api.capabilities``: the binding-index API with
   ``execute_async_v2`` (TensorRT 8.2, Jetson Nano) and the tensor-name API with
-  ``execute_async_v3`` (8.5+, 10.x, 11.x). Optional CUDA graphs on 10+ (``cuda_graph=True``).
+  ``execute_async_v3`` (8.5+, 10.x, 11.x). Optional CUDA graphs on 8.5+ (``cuda_graph=True``),
+  captured as trtexec 8.5.2 to 11.1 capture ``enqueueV3``.
 * Threads: an execution context is not thread-safe (NVIDIA/TensorRT#2040), so each calling
   thread gets its own context, stream and preallocated pinned/device buffers (up to
   ``max_contexts``; further threads share one slot under a lock). The CUDA context is made
@@ -132,7 +133,7 @@ class TensorRTBackend(Backend):
         if cuda_graph and not self.caps.cuda_graphs:
             raise BackendUnavailableError(
                 f"CUDA graphs with TensorRT {self.version} are not supported here "
-                "(TensorRT 10+ only): drop cuda_graph"
+                "(TensorRT 8.5+: execute_async_v3 is what gets captured): drop cuda_graph"
             )
         self.cuda = _open_cuda(index)
         if cuda_graph and not self.cuda.supports_graphs:
@@ -168,6 +169,7 @@ class TensorRTBackend(Backend):
             if dla is not None:
                 self.runtime.DLA_core = int(dla)
             data = Path(path).read_bytes()
+            api.init_plugins(trt, self.logger)  # an engine with a plugin layer needs them
             self.engine = self.runtime.deserialize_cuda_engine(data)
             if self.engine is None:
                 raise EngineMismatchError(
@@ -176,6 +178,8 @@ class TensorRTBackend(Backend):
                     f"{rebuild_command(manifest, path, facts)}"
                 )
             self._io = self._discover_io()
+            if self.dynamic:
+                self._batch_from_profile()
         self.device = f"cuda:{index}"
         self.gpu = info.get("name")
         self._cupy = None  # type: Any
@@ -219,6 +223,33 @@ class TensorRTBackend(Backend):
                 "cifrenet-edge ONNX export"
             )
         return io
+
+    def _batch_from_profile(self) -> None:
+        """``max_batch`` from the engine's optimisation profile (0), as ONNX Runtime's backend
+        reads its graph: without it a dynamic-batch engine gets one frame per enqueue.
+
+        The engine, not the manifest, is asked: it is what ``set_input_shape`` checks against.
+        ``get_tensor_profile_shape(name, 0)`` (8.5+) and ``get_profile_shape(0, index)`` (8.x)
+        return (min, opt, max) shapes; a fixed batch dimension (not -1) stays a fixed batch.
+        """
+        engine, name = self.engine, self._io["input"]["name"]
+        if self.caps.tensor_api:
+            dims = tuple(engine.get_tensor_shape(name))
+            shapes = engine.get_tensor_profile_shape(name, 0)
+        else:
+            dims = tuple(engine.get_binding_shape(self._io["input"]["index"]))
+            shapes = engine.get_profile_shape(0, self._io["input"]["index"])
+        if not dims or int(dims[0]) >= 0:
+            self.dynamic_batch = False  # only H and W are free: the batch is the engine's
+            return
+        lo, hi = (int(next(iter(shapes[i]))) for i in (0, 2))  # the batch dimension
+        if not lo <= int(self.input_shape[0]) <= hi:
+            raise ConfigError(
+                f"batch {self.input_shape[0]} is outside the engine's profile (batch {lo} to "
+                f"{hi}): open it with a batch in that range or rebuild with a wider --dynamic"
+            )
+        self.dynamic_batch = True
+        self.max_batch = max(hi, 1)
 
     def _new_slot(self) -> _Slot:
         slot = _Slot()
@@ -297,8 +328,15 @@ class TensorRTBackend(Backend):
             slot.d_out = cuda.malloc(n_out * np.dtype(out_dt).itemsize)
             slot.capacity, slot.out_capacity = n_in, n_out
         if self.caps.tensor_api:
-            ctx.set_tensor_address(self._io["input"]["name"], slot.d_in)
-            ctx.set_tensor_address(self._io["output"]["name"], slot.d_out)
+            for role, ptr in (("input", slot.d_in), ("output", slot.d_out)):
+                if ctx.set_tensor_address(self._io[role]["name"], ptr) is False:
+                    # TensorRT returns False (and logs why) for an unknown name or a pointer
+                    # that breaks the tensor's alignment; an enqueue would then fail later.
+                    raise BackendUnavailableError(
+                        f"TensorRT refused the {role} buffer of {self.path} "
+                        f"(set_tensor_address {self._io[role]['name']!r}, see its log above): "
+                        "rebuild the engine from a cifrenet-edge ONNX export"
+                    )
         if slot.graph is not None:
             cuda.graph_destroy(slot.graph)
             slot.graph = None
@@ -329,26 +367,7 @@ class TensorRTBackend(Backend):
         if self.caps.tensor_api:
             if use_graph:
                 if slot.graph is None:
-                    # One plain enqueue first: TensorRT updates shape-dependent state there,
-                    # which must not happen inside the capture.
-                    graph = None
-                    ok = slot.context.execute_async_v3(handle)
-                    self.cuda.stream_sync(slot.stream)
-                    if ok is not False:
-                        self.cuda.graph_capture_begin(slot.stream)
-                        try:
-                            ok = slot.context.execute_async_v3(handle)
-                        finally:
-                            # Always end the capture: a stream left capturing fails every call.
-                            graph = self.cuda.graph_capture_end(slot.stream)
-                    if ok is False:
-                        if graph is not None:
-                            self.cuda.graph_destroy(graph)
-                        raise BackendUnavailableError(
-                            f"TensorRT failed to enqueue {self.path} for CUDA graph capture (see "
-                            "its log above): check GPU memory, or run without cuda_graph"
-                        )
-                    slot.graph = graph
+                    slot.graph = self._capture(slot, handle)
                 self.cuda.graph_launch(slot.graph, slot.stream)
                 return
             ok = slot.context.execute_async_v3(handle)
@@ -362,6 +381,45 @@ class TensorRTBackend(Backend):
                 f"TensorRT failed to enqueue {self.path} (see its log above): check GPU memory "
                 "and the input shape"
             )
+
+    def _capture(self, slot: _Slot, handle: int) -> Any:
+        """trtexec's pattern (sampleInference.cpp 8.5.2 to 11.1): a plain enqueue, a sync,
+        then ``execute_async_v3`` captured into a graph.
+
+        The plain enqueue lets TensorRT update shape-dependent state outside the capture.
+        Every failure ends the capture, frees what it made and clears the CUDA error it left
+        (``graph_capture_abort``): a stream left capturing, a leaked graph or a stale
+        ``cudaGetLastError`` would each break a later, unrelated call.
+        """
+        cuda, ctx = self.cuda, slot.context
+        if ctx.execute_async_v3(handle) is False:
+            raise BackendUnavailableError(
+                f"TensorRT failed to enqueue {self.path} (see its log above): check GPU memory "
+                "and the input shape"
+            )
+        cuda.stream_sync(slot.stream)
+        cuda.graph_capture_begin(slot.stream)
+        try:
+            ok = ctx.execute_async_v3(handle)
+        except BaseException:
+            with contextlib.suppress(Exception):  # TensorRT's own error is the news
+                cuda.graph_capture_abort(slot.stream)
+            raise
+        if ok is False:
+            with contextlib.suppress(Exception):  # e.g. a sticky error: reported below
+                cuda.graph_capture_abort(slot.stream)
+            raise BackendUnavailableError(
+                f"TensorRT failed to enqueue {self.path} under CUDA graph capture (see its log "
+                "above; the engine may hold operations a capture does not allow): run without "
+                "cuda_graph"
+            )
+        try:
+            return cuda.graph_capture_end(slot.stream)
+        except BackendUnavailableError as exc:  # invalidated capture or failed instantiation
+            cuda.clear_last_error()
+            raise BackendUnavailableError(
+                f"CUDA graph capture of {self.path} failed ({exc}): run without cuda_graph"
+            ) from None
 
     def _prepare(self, slot: _Slot, x: np.ndarray) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -442,7 +500,7 @@ class TensorRTBackend(Backend):
         self._check_open()
         if cuda_graph and not (self.caps.cuda_graphs and self.cuda.supports_graphs):
             raise BackendUnavailableError(
-                "CUDA graphs need TensorRT 10+ and cuda-python "
+                "CUDA graphs need TensorRT 8.5+ and cuda-python "
                 f"(have TensorRT {self.version}, {self.cuda.library})"
             )
         slot = self._slot()
