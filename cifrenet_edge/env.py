@@ -124,6 +124,55 @@ def recommend(
     }
 
 
+# The pip extra of each TensorRT generation (pyproject.toml), newest first, with the export
+# target whose TensorRT versions it installs.
+TRT_EXTRAS: tuple[tuple[str, str], ...] = (
+    ("trt11", "trt11"),
+    ("trt10", "trt10"),
+    ("trt86", "trt8.6"),
+)
+
+
+def tensorrt_install(compute_capability: str | None, jetson: bool = False) -> dict[str, str]:
+    """Which TensorRT this GPU needs and the command that installs it (pure function).
+
+    Read from the support-matrix rules (``trt.rules``, hardware kind), so ``info --env``
+    and the build refuse the same GPUs: the newest generation none of them refuses, or,
+    where every one is refused (Maxwell) or only some releases are (Volta in 10.x), that
+    rule's own fix. On a Jetson, TensorRT comes with JetPack, never from pip.
+    """
+    from .trt import rules
+
+    if not compute_capability:
+        return {"extra": "", "command": "", "reason": "no NVIDIA GPU: TensorRT does not apply"}
+    if jetson:
+        return {
+            "extra": "",
+            "command": "JetPack's TensorRT (apt: nvidia-tensorrt / python3-libnvinfer)",
+            "reason": f"a Jetson (compute capability {compute_capability}): its TensorRT is "
+            "the one its JetPack ships; the pip wheels are not built for it",
+        }
+    last_fix = reason = ""
+    for extra, target in TRT_EXTRAS:
+        c = rules.Context(
+            span=rules.TARGET_SPANS[target], compute_capability=str(compute_capability)
+        )
+        found = [f for f in rules.evaluate(c, ("hardware",)) if f.rule.id.startswith("hw.sm-")]
+        if not found:
+            cmd = f"pip install 'cifrenet-edge[{extra}]'"
+            return {
+                "extra": extra,
+                "command": cmd,
+                "reason": f"compute capability {compute_capability}: the newest TensorRT "
+                f"that runs here is the --target {target} generation",
+            }
+        if all(f.partial for f in found):
+            return {"extra": "", "command": found[0].rule.fix, "reason": found[0].rule.refuses}
+        last_fix = last_fix or found[0].rule.fix
+        reason = found[0].rule.refuses
+    return {"extra": "", "command": last_fix, "reason": reason}
+
+
 def _dist_version(*names: str) -> str | None:
     for name in names:
         try:
@@ -301,6 +350,9 @@ def environment_report(dla_core: int | None = None) -> dict[str, Any]:
         "openvino": ov,
         "torch": _dist_version("torch"),
         "recommendation": rec,
+        "tensorrt_install": tensorrt_install(
+            gpu.get("compute_capability") if gpu else None, jetson=_jetson() is not None
+        ),
     }
 
 
@@ -348,6 +400,9 @@ def render_environment(report: dict[str, Any], console: Any) -> None:
         )
     else:
         t.add_row("TensorRT", escape(f"none ({trt.get('why')})"))
+    need = report.get("tensorrt_install") or {}
+    if need.get("command"):
+        t.add_row("TensorRT for this GPU", escape(f"{need['command']} ({need['reason']})"))
     ort = report["onnxruntime"]
     t.add_row(
         "ONNX Runtime",

@@ -151,6 +151,13 @@ GRAPH_CASES: Dict[str, Any] = {
     ),
     "qdq.weight-axis": (qdq_conv(weight_axis=1), "8.6.1", (qdq_conv(weight_axis=0), "8.6.1")),
     "types.mixed-inputs": (mixed_add(), "10.3.0", (mixed_add(TensorProto.FLOAT), "10.3.0")),
+    # a Q/DQ ONNX made for 8.x (FP32 scales) on a strongly typed 10.x build; the trt10 export's
+    # FP16 scales (opset 19) pass
+    "qdq.fp32-float-parts": (
+        qdq_conv(),
+        "10.3.0",
+        (qdq_conv(scale_type=TensorProto.FLOAT16, opset=19), "10.3.0"),
+    ),
 }
 
 
@@ -167,7 +174,8 @@ def test_graph_rules_follow_the_version():
     assert "qdq.zero-point-missing" not in graph_ids(qdq_conv(zero_point=False), "10.3.0")
     assert "types.mixed-inputs" not in graph_ids(mixed_add(), "8.6.1")  # weakly typed
     assert "qdq.weight-axis" in graph_ids(qdq_conv(weight_axis=None), "8.6.1")  # ONNX reads 1
-    assert graph_ids(qdq_conv(), "8.2.1") == []  # the form every target takes
+    assert graph_ids(qdq_conv(), "8.2.1") == []  # the form every 8.x target takes
+    assert graph_ids(qdq_conv(), "10.3.0") == ["qdq.fp32-float-parts"]  # a warning there
 
 
 def test_target_check_at_export_runs_the_graph_rules():
@@ -180,7 +188,8 @@ def test_target_check_at_export_runs_the_graph_rules():
     msg = str(err.value)
     assert "w_dequant" in msg and "QuantizeLinear" in msg and "[qdq.int8-weights]" in msg
     assert "\n" not in msg
-    assert check_target_ops(bad, "trt10")["warnings"] == []
+    (line,) = check_target_ops(bad, "trt10")["warnings"]  # FP32 float parts on trt10
+    assert "[qdq.fp32-float-parts]" in line and "--target trt10" in line
     assert check_target_ops(qdq_conv(), "trt8.2")["warnings"] == []
     assert check_target_ops(bad, "onnxruntime")["ops"]["DequantizeLinear"] == 2
 
@@ -206,7 +215,7 @@ def test_int8_refused_without_int8_hardware():
 def test_qdq_int8_on_8x_also_sets_fp16_where_fp16_is_fast():
     """Finding 4, 8.x build: layers outside Q/DQ fall back to FP16, except on cc 6.1."""
     for version in ("8.2.1", "8.5.2", "8.6.1"):
-        assert plan(version, "int8", compute_capability="7.2").builder_flags == ("INT8", "FP16")
+        assert plan(version, "int8", compute_capability="7.5").builder_flags == ("INT8", "FP16")
         assert plan(version, "int8", compute_capability="6.1").builder_flags == ("INT8",)
     strongly = plan("10.3.0", "int8", compute_capability="8.7")
     assert strongly.builder_flags == () and strongly.network_flags == ("STRONGLY_TYPED",)
@@ -271,7 +280,7 @@ def test_strongly_typed_plans_carry_no_precision_flags():
             ("fp16", "qdq", "fp16"),
             ("int8", "qdq", "int8"),
         ):
-            p = plan(version, precision, mode, onnx_p, compute_capability="8.9")
+            p = plan(version, precision, mode, onnx_p, compute_capability="8.6")
             assert not (p.strongly_typed and set(p.builder_flags) & set(rules.PRECISION_FLAGS))
 
 
@@ -279,6 +288,14 @@ def test_strongly_typed_plans_carry_no_precision_flags():
 OPTION_CASES = {  # ids covered by the option/hardware/plan tests above
     "hw.int8",
     "hw.fp16-slow",
+    "hw.fp16-none",
+    "hw.sm-maxwell",
+    "hw.sm-jetson-tx",
+    "hw.sm-pascal",
+    "hw.sm-xavier",
+    "hw.sm-volta",
+    "hw.sm-ada",
+    "hw.sm-blackwell",
     "dla.core-index",
     "dla.no-core",
     "dla.fp32",
@@ -327,9 +344,11 @@ def test_export_option_check_warns_or_refuses_per_target():
         rules.check_export_options("trt8.5", "int8", "qdq", dla_core=0)
     with pytest.raises(ConfigError, match=r"\[dla.dynamic\]"):
         rules.check_export_options("trt10", "fp16", dynamic=True, dla_core=0)
-    # trt11 spans 11.0-11.x; DLA is missing only before 11.4.1: decided on the device
-    (line,) = rules.check_export_options("trt11", "fp16", dla_core=0)
-    assert "[dla.unsupported]" in line and "on TensorRT 11.0-11.4.0" in line
+    # trt10 and trt11 span versions with and without DLA (none 10.8-11.4.0): decided on
+    # the device
+    for target in ("trt10", "trt11"):
+        (line,) = rules.check_export_options(target, "fp16", dla_core=0)
+        assert "[dla.unsupported]" in line and "on TensorRT 10.8-11.4.0" in line
     assert rules.check_export_options("onnxruntime", "int8") == []
 
 
@@ -652,8 +671,9 @@ def test_failing_progress_display_is_reported_as_cancelled(monkeypatch, run_buil
 
 
 # --------------------------------------------------------------------------- engine manifest
-def test_engine_manifest_compares_the_build_number_from_trt9():
-    """Finding 9: 10.x refuses another build; 8.x engines load across builds of a release."""
+def test_engine_manifest_compares_the_build_number_on_every_version():
+    """10.x and 8.x alike refuse another build of the same release (8.6: "expecting library
+    version 8.6.1.6 got 8.6.1.2, please rebuild")."""
     from cifrenet_edge.trt.engine_manifest import compare_engine
 
     def manifest(trt: str) -> Dict[str, Any]:
@@ -667,4 +687,7 @@ def test_engine_manifest_compares_the_build_number_from_trt9():
     assert len(errors) == 1 and "10.3.0.26" in errors[0] and "10.3.0.30" in errors[0]
     assert compare_engine(manifest("10.3.0.30"), dict(here, tensorrt="10.3.0.30"))[0] == []
     assert compare_engine(manifest("10.3.0"), dict(here, tensorrt="10.3.0.30"))[0] == []
-    assert compare_engine(manifest("8.5.2.2"), dict(here, tensorrt="8.5.2.4"))[0] == []
+    (err,) = compare_engine(manifest("8.6.1.2"), dict(here, tensorrt="8.6.1.6"))[0]
+    assert "8.6.1.2" in err and "8.6.1.6" in err
+    assert len(compare_engine(manifest("8.5.2.2"), dict(here, tensorrt="8.5.2.4"))[0]) == 1
+    assert compare_engine(manifest("8.6.1"), dict(here, tensorrt="8.6.1.6"))[0] == []

@@ -224,8 +224,9 @@ def test_stand_ins_return_what_tensorrt_returns(tiny, tmp_path):
     builder = g.trt.Builder(g.trt.Logger(g.trt.Logger.WARNING))
     config = builder.create_builder_config()
     bad = builder.create_optimization_profile()
-    bad.set_shape("input", (1, 3, 64, 64), (1, 3, 32, 32), (1, 3, 128, 128))  # min > opt
-    assert config.add_optimization_profile(bad) == -1
+    with pytest.raises(RuntimeError, match="opt is inconsistent"):  # min > opt: pyCore.cpp
+        bad.set_shape("input", (1, 3, 64, 64), (1, 3, 32, 32), (1, 3, 128, 128))
+    assert config.add_optimization_profile(bad) == -1  # no shape set: an invalid profile
     good = builder.create_optimization_profile()
     good.set_shape("input", (1, 3, 32, 32), (1, 3, 64, 64), (1, 3, 128, 128))
     assert config.add_optimization_profile(good) == 0

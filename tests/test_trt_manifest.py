@@ -43,8 +43,11 @@ HERE_SAME = {
 
 def test_matching_machine_passes():
     assert compare_engine(BUILT, HERE_SAME) == ([], [])
-    # another build number of the same release loads (TensorRT compares major.minor.patch)
-    assert compare_engine(BUILT, dict(HERE_SAME, tensorrt="8.6.1.2"))[0] == []
+    # another build of the same release does not load: TensorRT 8.6 says "expecting library
+    # version 8.6.1.6 got 8.6.1.2, please rebuild"
+    (err,) = compare_engine(BUILT, dict(HERE_SAME, tensorrt="8.6.1.2"))[0]
+    assert "8.6.1.6" in err and "8.6.1.2" in err
+    assert compare_engine(BUILT, dict(HERE_SAME, tensorrt="8.6.1"))[0] == []  # build unknown
 
 
 def test_other_tensorrt_is_refused_naming_both_and_the_rebuild_command():

@@ -33,6 +33,7 @@ from cuda_sim import (  # noqa: F401  (re-exported: one import for the tests)
     load_cuda_api,
 )
 from test_trt_api import Scenario, StandIn, _manifest
+from trt_build_sim import BuildModel
 
 # --------------------------------------------------------------------------- engines
 ENGINE_MAGIC = b"cifrenet-sim-engine/1\n"
@@ -102,8 +103,9 @@ class SimExecutor:
         return sim.enqueue_kernel(handle, "tensorrt.enqueue", run, ranges, self.compute_ms) == 0
 
 
-class TrtWorld(Scenario):
-    """The behaviour behind the strict stand-in classes: engines, contexts, profiles."""
+class TrtWorld(BuildModel, Scenario):
+    """The behaviour behind the strict stand-in classes: engines, contexts, profiles, and
+    (``BuildModel``) the parser and builder with TensorRT's own refusals."""
 
     def __init__(
         self,
@@ -112,8 +114,11 @@ class TrtWorld(Scenario):
         alloc: Callable[[int], Optional[int]],
         free: Callable[[int], None],
         dla_cores: int = 0,
+        compute_capability: str = "8.7",
     ) -> None:
         super().__init__(version, dla_cores=dla_cores)
+        self.compute_capability = compute_capability
+        self._build_init()
         self.executor_for, self.alloc, self.free = executor_for, alloc, free
         self.loggers: List[Any] = []
         self.runtimes: List[Tuple[Any, Any]] = []  # (runtime, its logger)
@@ -138,6 +143,8 @@ class TrtWorld(Scenario):
             self.loggers.append(obj)
         elif cls == "Runtime":
             self.runtimes.append((obj, args[0] if args else None))
+        elif cls == "OnnxParser":
+            self.state(obj)["network"] = args[0] if args else None
 
     def on_set(self, s: StandIn, cls: str, obj: Any, item: str, value: Any) -> None:
         self.state(obj)[item] = value
@@ -335,11 +342,7 @@ class TrtWorld(Scenario):
             return False
         return self._launch(s, ctx, {n: int(p) for n, p in zip(order, bindings)}, stream_handle)
 
-    # -- builder side: profiles (what add_optimization_profile returns) ----------------------------
-    def _IOptimizationProfile__set_shape(self, s, prof, name, lo, opt, hi):
-        self.state(prof).setdefault("shapes", {})[name] = (tuple(lo), tuple(opt), tuple(hi))
-        return None
-
+    # -- builder side: profiles (what add_optimization_profile returns; set_shape: BuildModel) ----
     def _IBuilderConfig__add_optimization_profile(self, s, cfg, prof):
         shapes = self.state(prof).get("shapes", {})
         ok = bool(shapes) and all(
@@ -352,6 +355,7 @@ class TrtWorld(Scenario):
             return -1  # TensorRT: invalid profile -> -1 and an error in the log
         n = self.state(cfg).get("profiles", 0)
         self.state(cfg)["profiles"] = n + 1
+        self.state(cfg).setdefault("profile_objs", []).append(prof)
         return n
 
 

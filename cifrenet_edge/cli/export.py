@@ -46,7 +46,8 @@ def export(
     keep_float: Optional[str] = typer.Option(
         None,
         help="comma-separated layers kept in float (default: classifier,resize; the final "
-        "resize is always float)",
+        "resize is always float; add dw-prelu, the depthwise convs feeding a PReLU, when "
+        "a TensorRT build finds no INT8 implementation for them)",
     ),
     eval_data: Optional[str] = typer.Option(
         None, "--eval-data", help="KIND:PATH data for the INT8 accuracy gate"

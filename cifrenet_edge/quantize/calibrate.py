@@ -28,7 +28,13 @@ from typing import Any, Dict, Sequence
 import numpy as np
 
 from ..errors import ExportError, first_line
-from .graph import dedicate_qdq_pairs, find_sensitive_nodes, fuse_residual_adds, grouped_convs
+from .graph import (
+    dedicate_qdq_pairs,
+    find_sensitive_nodes,
+    float_inputs,
+    fuse_residual_adds,
+    grouped_convs,
+)
 
 METHODS = ("entropy", "minmax", "percentile")
 # Op types that get Q/DQ on their inputs. Conv carries ~all the multiply-adds; Add is the
@@ -198,6 +204,7 @@ def quantize_to(
     finally:
         root.setLevel(level)
     qmodel = onnx.load(str(out_path))
+    float_inputs(qmodel, [n for k in keep_float for n in sensitive.get(k, [])])
     fused = fuse_residual_adds(qmodel)
     dedicated = dedicate_qdq_pairs(qmodel)
     onnx.save(qmodel, str(out_path))

@@ -88,6 +88,7 @@ def find_sensitive_nodes(model) -> Dict[str, List[str]]:
     graph = model.graph
     prod = producers(graph)
     out: Dict[str, List[str]] = {"resize": [], "classifier": []}
+    out["dw-prelu"] = depthwise_prelu_convs(model)
     frontier = [o.name for o in graph.output]
     seen = set()
     while frontier:
@@ -101,6 +102,30 @@ def find_sensitive_nodes(model) -> Dict[str, List[str]]:
         if node.op_type == "Resize":
             out["resize"].append(node.name)
         frontier.extend(i for i in node.input[:1] if i)
+    return out
+
+
+def depthwise_prelu_convs(model) -> List[str]:
+    """Depthwise Convs feeding a PReLU: ``keep_float=("dw-prelu",)`` keeps them float.
+
+    TensorRT 8.5.2 found no INT8 kernel for a Q/DQ depthwise conv fused with the activation
+    after it ("Could not find any implementation", NVIDIA/TensorRT#3385: DwConv + BN + Swish
+    fails, DwConv + ReLU builds). CIFReNet's 13 depthwise convs in the LRM and the DSP paths
+    feed PReLU (the backbone's feed ReLU6); keeping those float is the way out when a build
+    fails so, short of implicit (calibrator) INT8.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    cons = consumers(model.graph)
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Conv":
+            continue
+        w = inits.get(n.input[1])
+        depthwise = _attr(n, "group", 1) > 1 and w is not None and len(w.dims) == 4
+        if not depthwise or w.dims[1] != 1:
+            continue
+        if any(c is not None and c.op_type == "PRelu" for c in cons.get(n.output[0], [])):
+            out.append(n.name)
     return out
 
 
@@ -353,6 +378,57 @@ def fuse_residual_adds(model) -> int:
     graph.node.extend(keep)
     _drop_unused_initializers(graph)
     return len(dead) // 2
+
+
+def float_inputs(model, names: Iterable[str]) -> int:
+    """Feed the named nodes their float inputs again; returns how many inputs were rewired.
+
+    ONNX Runtime leaves an excluded node reading a DequantizeLinear when the same tensor
+    is quantized for another consumer (a depthwise conv sharing its input with a quantized
+    branch), so ``keep_float`` would not keep it float. The node reads the tensor before
+    the Q -> DQ pair instead; a pair nobody reads any more is dropped.
+    """
+    graph = model.graph
+    prod = producers(graph)
+    activations = producers_or_inputs(graph)
+    wanted = set(names)
+    rewired = 0
+    for node in graph.node:
+        if node.name not in wanted:
+            continue
+        for i, name in enumerate(node.input):
+            dq = prod.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = prod.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in activations:
+                continue  # a weight's Q/DQ, or not a pair
+            node.input[i] = q.input[0]
+            rewired += 1
+    _drop_unread(graph)
+    return rewired
+
+
+def producers_or_inputs(graph) -> set:
+    """Tensors computed by a node or fed as graph inputs (activations, not initializers)."""
+    return {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+
+
+def _drop_unread(graph) -> None:
+    """Remove Q/DQ nodes whose outputs nothing reads (repeated until none is left)."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {i for n in graph.node for i in n.input} | outputs
+        dead = [
+            n
+            for n in graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and not any(o in read for o in n.output)
+        ]
+        if not dead:
+            return
+        for n in dead:
+            graph.node.remove(n)
 
 
 def dedicate_qdq_pairs(model) -> int:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # "resize" is accepted for compatibility: the final Resize is always float now (its input,
 # the classifier's output, is not quantized), so only "classifier" changes the graph.
-KEEP_FLOAT_CHOICES = ("classifier", "resize")
+KEEP_FLOAT_CHOICES = ("classifier", "resize", "dw-prelu")
 FLOAT_PARTS = ("fp32", "fp16")
 # Targets whose TensorRT builds strongly typed: precision comes only from the graph, so the
 # layers outside Q/DQ run in FP16 only if the file says so (TensorRT 10.x with

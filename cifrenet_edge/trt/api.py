@@ -22,10 +22,13 @@ Version = Tuple[int, int, int]
 # on a 1080 Ti / on a Jetson").
 SUPPORTED_VERSIONS = ("8.2.1", "8.5.2", "8.6.1", "10.3.0", "10.16", "11.1")
 
+# A bare `pip install tensorrt` picks the newest release, which does not run on Pascal
+# (TensorRT 10.0+: "Unsupported SM: 0x601"), so the hint names the per-generation extras.
 INSTALL_HINT = (
-    "install TensorRT on a machine with an NVIDIA GPU (JetPack on a Jetson; "
-    "`pip install tensorrt` or NVIDIA's .deb/.tar on a desktop) and cuda-python "
-    "(`pip install 'cifrenet-edge[cuda]'`)"
+    "install TensorRT on a machine with an NVIDIA GPU (JetPack on a Jetson; on a desktop "
+    "`pip install 'cifrenet-edge[trt86]'` for Pascal such as the GTX 1080 Ti, "
+    "`pip install 'cifrenet-edge[trt11]'` for Turing and newer: `cifrenet-edge info --env` "
+    "names the one this GPU needs) and cuda-python (`pip install 'cifrenet-edge[cuda]'`)"
 )
 
 

@@ -272,8 +272,12 @@ def _add_profile(builder: Any, config: Any, src: Dict[str, Any], version: str) -
         "max": _shape(b[2], dyn["max"]),
     }
     profile = builder.create_optimization_profile()
-    profile.set_shape(in_name, shapes["min"], shapes["opt"], shapes["max"])
-    if int(config.add_optimization_profile(profile)) < 0:  # -1: "the input is invalid"
+    try:  # pyCore.cpp: RuntimeError "Shape provided for opt is inconsistent with other shapes."
+        profile.set_shape(in_name, shapes["min"], shapes["opt"], shapes["max"])
+        accepted = int(config.add_optimization_profile(profile)) >= 0  # -1: invalid input
+    except RuntimeError:
+        accepted = False
+    if not accepted:
         raise ExportError(
             f"TensorRT {version} refused the optimisation profile of {in_name!r} (min "
             f"{shapes['min']}, opt {shapes['opt']}, max {shapes['max']}): re-export with "
@@ -394,9 +398,19 @@ def _check_outcome(
             f"({type(progress_error).__name__}: {first_line(progress_error)}); rerun with --quiet"
         )
     if serialized is None:
+        hint = "try a larger --workspace, another --precision, or re-export the ONNX"
+        if precision == "int8" and calibrator is None:
+            # a Q/DQ layer TensorRT has no INT8 kernel for fails the whole build ("Could not
+            # find any implementation", NVIDIA/TensorRT#3385: Q/DQ depthwise conv + fused
+            # activation on 8.5.2): keep those layers float, or let TensorRT choose
+            hint = (
+                "if the log says 'Could not find any implementation' for a Q/DQ depthwise "
+                "conv, re-export with --keep-float classifier,resize,dw-prelu, or build with "
+                "--int8-mode calibrator (TensorRT 8.x/10.x); else " + hint
+            )
         raise ExportError(
             f"TensorRT {version} could not build the {precision} engine (its log above says "
-            "why): try a larger --workspace, another --precision, or re-export the ONNX"
+            f"why): {hint}"
         )
 
 
@@ -480,7 +494,10 @@ def build_engine(
     trt, version, cuda, dev = pre.trt, pre.version, pre.cuda, pre.device
     caps = api.capabilities(version)
     cc = dev["compute_capability"]
-    logger = trt.Logger(trt.Logger.WARNING)
+    # One logger for the process, one builder for the build: TensorRT keeps the first logger
+    # it is given as its global one (pyCore.cpp: py::keep_alive<1, 2> ties it only to that
+    # builder), so a throwaway logger freed here would leave it pointing at freed memory.
+    logger = api.shared_logger(trt)
     builder = trt.Builder(logger)
     dla_cores = None
     if dla_core is not None and int(dla_core) >= 0:
@@ -508,8 +525,6 @@ def build_engine(
         console = None
     say = (lambda msg: None) if console is None else (lambda msg: console.print(msg))
 
-    logger = api.shared_logger(trt)  # one per process: see its docstring
-    builder = trt.Builder(logger)
     net_flags = 0
     for name in plan.network_flags:
         net_flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
@@ -634,6 +649,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except CifreNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ImportError as exc:  # a package the device lacks (OpenCV for --calib, onnx ...)
+        print(
+            f"error: {exc} (pip install the package named, or see the README's Jetson section)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"{res.path} ({res.build_seconds:.0f} s)")
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -81,10 +81,11 @@ def compare_engine(manifest: Dict[str, Any], facts: Dict[str, Any]) -> Tuple[Lis
 
     ``facts``: {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7",
     "dla_cores": 2, ...} as ``runtime_facts`` returns. Rules, from TensorRT's own checks:
-    the TensorRT major.minor.patch must match, and from TensorRT 9 on the build number too
-    when both sides record one ("By default, TensorRT engines are compatible only with the
-    version of TensorRT used to build them": TensorRT docs, Version Compatibility; 8.x
-    engines load across builds of one release, which 8.x's own check allowed); the compute
+    the TensorRT major.minor.patch must match, and the build number too when both sides
+    record one, on every version: TensorRT 8.6 refuses another build of its own release
+    ("expecting library version 8.6.1.6 got 8.6.1.2, please rebuild", NVIDIA/TensorRT#3069,
+    where the maintainer calls it expected), and NVIDIA's release properties say the
+    "version numbers must match (in major, minor, patch, and build)"; the compute
     capability must match (engines
     hold SM-specific kernels); another GPU model of the same compute capability loads with
     TensorRT's own warning (tactics were timed on another card), so it is a warning here too;
@@ -106,12 +107,12 @@ def compare_engine(manifest: Dict[str, Any], facts: Dict[str, Any]) -> Tuple[Lis
         errors.append("engine manifest records no TensorRT version")
     elif rt is not None and bt != rt:
         errors.append(f"built with TensorRT {built_trt}, this machine runs TensorRT {run_trt}")
-    elif rt is not None and bt[0] >= 9:
+    elif rt is not None:
         bb, rb = _trt_build(built_trt), _trt_build(run_trt)
         if bb is not None and rb is not None and bb != rb:
             errors.append(
                 f"built with TensorRT {built_trt}, this machine runs TensorRT {run_trt} "
-                "(TensorRT 9+ loads engines of its own build only)"
+                "(TensorRT loads engines of its own build only)"
             )
     built_cc, run_cc = eng.get("compute_capability"), facts.get("compute_capability")
     built_gpu, run_gpu = eng.get("gpu"), facts.get("gpu")

@@ -79,7 +79,8 @@ def plan_build(
     # layers outside INT8 (Q/DQ or calibrated) fall back to FP16, not FP32, where FP16 is fast
     # (NvInfer.h BuilderFlag::kINT8: "with FP32 fallback with FP16 fallback if kFP16 also
     # specified"); not on cc 6.1, where FP16 runs at 1/64 rate
-    fp16_fallback = caps.precision_flags and (support is None or bool(support["fast_fp16"]))
+    fast_fp16 = support is None or bool(support["fast_fp16"])
+    fp16_fallback = caps.precision_flags and fast_fp16
     net: List[str] = ["EXPLICIT_BATCH"] if caps.explicit_batch_flag == "required" else []
     flags: List[str] = []
     variant, calibrator, strongly = "as_is", False, caps.always_strongly_typed
@@ -108,7 +109,10 @@ def plan_build(
                     "one: pass the FP32 export"
                 )
             flags.append("INT8")
-            if fp16_fallback:
+            # 10.12 deprecates BuilderFlag.FP16 with INT8, but an implicitly quantized
+            # network has no other way to run its non-INT8 layers in FP16: both flags are
+            # still bound there (tensorrt-10.16.json), so keep the fallback.
+            if caps.precision_flags_present and fast_fp16:
                 flags.append("FP16")
             calibrator = True
             if caps.version >= (10, 1, 0):

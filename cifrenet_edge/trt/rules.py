@@ -498,7 +498,47 @@ def _check_hw_int8(c: Context) -> Optional[str]:
 
 
 def _check_hw_fp16(c: Context) -> Optional[str]:
-    return _where(c) if c.precision == "fp16" and c.fast_fp16 is False else None
+    slow = c.precision == "fp16" and c.fast_fp16 is False
+    return _where(c) if slow and c.fast_int8 is not False else None
+
+
+def _check_hw_fp16_none(c: Context) -> Optional[str]:
+    slow = c.precision == "fp16" and c.fast_fp16 is False
+    return _where(c) if slow and c.fast_int8 is False else None
+
+
+def _cc(c: Context) -> Optional[Tuple[int, int]]:
+    """The compute capability as (major, minor); None when unknown or unreadable."""
+    try:
+        major, minor = str(c.compute_capability or "").split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def _sm_check(test: Callable[[Tuple[int, int]], bool]) -> Callable[[Context], Optional[str]]:
+    """A support-matrix check: fires on the GPUs ``test`` names (the rule holds the versions).
+
+    Runs whatever was asked: an unsupported GPU fails every build, so it is refused before
+    the export and the quantization, and ``info --env`` reports it the same way.
+    """
+
+    def check(c: Context) -> Optional[str]:
+        cc = _cc(c)
+        return _where(c) if cc is not None and test(cc) else None
+
+    return check
+
+
+def _check_fp32_float_parts(c: Context) -> Optional[str]:
+    """A Q/DQ graph with no half-precision scale: a DequantizeLinear outputs its scale's type."""
+    g = c.graph
+    if g is None:
+        return None
+    scales = [g.types.get(node.input[1]) for _, node in g.qdq_nodes() if len(node.input) > 1]
+    if not scales or any(t in (FLOAT16, BFLOAT16) for t in scales):
+        return None
+    return f"{len(scales)} Q/DQ nodes, all scales float32: --target {target_for_version(c.span[0])}"
 
 
 def _check_dla_index(c: Context) -> Optional[str]:
@@ -555,8 +595,19 @@ CHECKS: Dict[str, Callable[[Context], Optional[str]]] = {
     "qdq.per-channel-activation": _check_per_channel_activation,
     "qdq.weight-axis": _check_weight_axis,
     "types.mixed-inputs": _check_mixed_inputs,
+    "qdq.fp32-float-parts": _check_fp32_float_parts,
     "hw.int8": _check_hw_int8,
     "hw.fp16-slow": _check_hw_fp16,
+    "hw.fp16-none": _check_hw_fp16_none,
+    # NVIDIA's support matrix: which compute capabilities each TensorRT runs on (the rule
+    # rows hold the versions and sources)
+    "hw.sm-maxwell": _sm_check(lambda cc: cc in ((5, 0), (5, 2))),
+    "hw.sm-jetson-tx": _sm_check(lambda cc: cc in ((5, 3), (6, 2))),
+    "hw.sm-pascal": _sm_check(lambda cc: cc in ((6, 0), (6, 1))),
+    "hw.sm-xavier": _sm_check(lambda cc: cc == (7, 2)),
+    "hw.sm-volta": _sm_check(lambda cc: cc == (7, 0)),
+    "hw.sm-ada": _sm_check(lambda cc: cc == (8, 9)),
+    "hw.sm-blackwell": _sm_check(lambda cc: cc[0] >= 10),
     "dla.core-index": _check_dla_index,
     "dla.no-core": _check_dla_cores,
     "dla.fp32": _check_dla_fp32,
@@ -570,14 +621,20 @@ CHECKS: Dict[str, Callable[[Context], Optional[str]]] = {
 
 
 # ------------------------------------------------------------------------- running the table
-def evaluate(c: Context, kinds: Sequence[str], implied: bool = False) -> List[Finding]:
+def evaluate(
+    c: Context,
+    kinds: Sequence[str],
+    implied: bool = False,
+    table: Optional[Sequence[Rule]] = None,
+) -> List[Finding]:
     """Findings of every rule of ``kinds`` that applies to ``c.span``, in table order.
 
     ``implied``: the hardware facts come from the target, not a measured GPU; such
-    findings are warnings.
+    findings are warnings. ``table``: another rule table (default ``RULES``; the tests drop
+    one rule at a time to show that each is needed).
     """
     out: List[Finding] = []
-    for rule in RULES:
+    for rule in RULES if table is None else table:
         if rule.kind not in kinds:
             continue
         cover = _coverage(rule, c.span)
