@@ -93,7 +93,10 @@ def assert_python38(files) -> None:
 def gpu_unavailable_reason():
     """Why TensorRT tests cannot run here, or None when they can."""
     if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT is not installed (pip install 'cifrenet-edge[tensorrt]' on a GPU machine)"
+        return (
+            "TensorRT is not installed (on a GPU machine: the extra 'cifrenet-edge info --env' "
+            "names for its GPU, e.g. pip install 'cifrenet-edge[trt86]' on a 1080 Ti)"
+        )
     if shutil.which("nvidia-smi") is None:
         return "no NVIDIA driver (nvidia-smi not found)"
     try:
