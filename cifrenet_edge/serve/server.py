@@ -43,7 +43,9 @@ model waiting). Here the model is written into Triton's model store before trito
 (PyTriton's local-model-store lifecycle) and loaded with ``--load-model`` at startup; tritonserver
 opens its HTTP, gRPC and metrics listeners only after its startup models are loaded
 (``src/main.cc``: ``TRITONSERVER_ServerNew`` loads them, ``StartEndpoints`` follows). While the
-model loads, a probe gets connection refused; once anything answers, the model answers.
+model loads, a probe gets connection refused; once anything answers, the model answers. (A
+request in the first moment, before PyTriton's side has connected to the loaded model, waits
+in the model's request queue until it has, then is answered.)
 
 Shutdown: SIGINT or SIGTERM stops Triton with SIGINT, which finishes in-flight requests (up
 to ``exit_timeout_s``) while the model keeps answering them, then unloads; ``serve`` returns
