@@ -39,10 +39,21 @@ def _expected_input(bgr, encoding):
     return bgr
 
 
-def make_bag(path, ros2, frames, topic=TOPIC, compressed=False, extra_image_topic=None, bad=()):
+def make_bag(
+    path,
+    ros2,
+    frames,
+    topic=TOPIC,
+    compressed=False,
+    extra_image_topic=None,
+    bad=(),
+    storage="sqlite3",
+):
     """A bag with an image topic (cycling bgr8/rgb8/mono8, or JPEG), a string topic, and
-    optionally a second image topic; indices in ``bad`` get an inconsistent Image message."""
+    optionally a second image topic; indices in ``bad`` get an inconsistent Image message.
+    ROS 2 bags in ``storage`` (sqlite3 or mcap)."""
     from rosbags.rosbag1 import Writer as Writer1
+    from rosbags.rosbag2 import StoragePlugin
     from rosbags.rosbag2 import Writer as Writer2
     from rosbags.typesys import Stores, get_typestore
 
@@ -50,7 +61,8 @@ def make_bag(path, ros2, frames, topic=TOPIC, compressed=False, extra_image_topi
     types = store.types
     serialize = store.serialize_cdr if ros2 else store.serialize_ros1
     msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-    writer = Writer2(path, version=9) if ros2 else Writer1(path)
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    writer = Writer2(path, version=9, storage_plugin=plugin) if ros2 else Writer1(path)
     stamps = []
     with writer:
         conn = writer.add_connection(topic, msgtype, typestore=store)
@@ -103,20 +115,56 @@ def seg(runtime_content_onnx):
     s.close()
 
 
-@pytest.mark.parametrize("ros2", [False, True], ids=["ros1", "ros2"])
-def test_bag_round_trip(tmp_path, real_images_dir, seg, ros2):
+def check_bag_files(out, ros2, storage, topics, count, stamps):
+    """The files a segmented bag left in ``out``: named as ``ros2 bag record`` names them
+    (``NAME_0.db3`` / ``NAME_0.mcap``, listed so in metadata.yaml), no temporary name left
+    anywhere, not even inside the files; metadata.yaml's counts and times as written."""
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    if not ros2:
+        assert files == ["in_segmented.bag"], files
+    else:
+        from rosbags.rosbag2 import Reader
+        from ruamel.yaml import YAML
+
+        storage_file = "in_segmented_0." + {"sqlite3": "db3", "mcap": "mcap"}[storage]
+        folder = ["in_segmented", "in_segmented/metadata.yaml", f"in_segmented/{storage_file}"]
+        assert files == sorted(folder), files
+        info = YAML(typ="safe").load((out / "in_segmented" / "metadata.yaml").read_text())
+        info = info["rosbag2_bagfile_information"]
+        assert info["storage_identifier"] == storage
+        assert info["relative_file_paths"] == [storage_file]
+        assert [f["path"] for f in info["files"]] == [storage_file]
+        with Reader(out / "in_segmented") as reader:  # rosbag2's own reading of the folder
+            assert {c.topic: c.msgcount for c in reader.connections} == {t: count for t in topics}
+            assert reader.message_count == count * len(topics)
+            assert (reader.start_time, reader.end_time) == (stamps[0], stamps[-1] + 1)
+    for path in out.rglob("*"):
+        assert "partial" not in path.name and not path.name.startswith("."), path
+        if path.is_file():
+            assert b".partial" not in path.read_bytes(), path  # the metadata copy inside too
+
+
+@pytest.mark.parametrize(
+    ("ros2", "storage"),
+    [(False, None), (True, "sqlite3"), (True, "mcap")],
+    ids=["ros1", "ros2-sqlite3", "ros2-mcap"],
+)
+def test_bag_round_trip(tmp_path, real_images_dir, seg, ros2, storage):
     frames = _frames(real_images_dir) + _frames(real_images_dir, (120, 80))[:1]
     bag = tmp_path / ("in" if ros2 else "in.bag")
-    stamps = make_bag(bag, ros2, frames)
+    stamps = make_bag(bag, ros2, frames, storage=storage)
     summary = run_predict(seg, str(bag), tmp_path / "out")
     assert (summary.kind, summary.written, summary.skipped) == ("bag", len(frames), 0)
     result = Path(summary.outputs[0])
     assert result.name == ("in_segmented" if ros2 else "in_segmented.bag")
-    assert not [p for p in (tmp_path / "out").iterdir() if "partial" in p.name]
-    messages, types = read_bag(result)
     topics = output_topics(TOPIC)
+    check_bag_files(
+        tmp_path / "out", ros2, storage, [topics["mask"], topics["overlay"]], len(frames), stamps
+    )
+    messages, types = read_bag(result)
     assert set(messages) == {topics["mask"], topics["overlay"]}
     assert set(types.values()) == {"sensor_msgs/msg/Image"}
+    assert all(len(messages[t]) == len(frames) for t in messages)
     for i, bgr in enumerate(frames):
         (t_mask, mask_msg), (t_view, view_msg) = (
             messages[topics["mask"]][i],

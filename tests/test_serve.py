@@ -31,6 +31,7 @@ from cifrenet_edge.errors import (
     ModelFileError,
 )
 from cifrenet_edge.runtime import Segmenter
+from cifrenet_edge.runtime.remote import ModelLoadingError
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -54,7 +55,7 @@ def free_ports(n):
 class Server:
     """``python -m cifrenet_edge serve`` in its own process group, logs in a temp folder."""
 
-    def __init__(self, model, ports=None, extra=()):
+    def __init__(self, model, ports=None, extra=(), env=None):
         self.http, self.grpc, self.metrics = ports or free_ports(3)
         # PyTriton's IPC sockets live in the workspace: keep its path short (108-byte limit)
         self.dir = Path(tempfile.mkdtemp(prefix="cet-"))
@@ -78,7 +79,7 @@ class Server:
             str(self.dir / "triton.log"),
             *extra,
         ]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         self.out = open(self.dir / "serve.out", "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             self.args, stdout=self.out, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -510,6 +511,173 @@ def test_repository_signature_served_by_triton(
             assert np.array_equal(mask, want_mask) and np.allclose(probs, want_probs, atol=1e-5)
     finally:
         triton.stop()
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+# -- readiness while the model loads -------------------------------------------------------
+# Triton's Python backend starts each model's stub with `bash -c "exec triton_python_backend_stub
+# ..."` (python_backend src/stub_launcher.cc), and a non-interactive bash first sources
+# $BASH_ENV. This script makes that start, and so the model's load inside the real
+# tritonserver, take LOAD_DELAY_S longer, and marks when it began and when the wait ended.
+SLOW_STUB = """case "$BASH_EXECUTION_STRING" in
+  *triton_python_backend_stub*)
+    touch "$CET_LOAD_MARKS/loading"; sleep "$CET_LOAD_DELAY_S"; touch "$CET_LOAD_MARKS/slept";;
+esac
+"""
+LOAD_DELAY_S = 5
+
+
+class SlowLoad:
+    def __init__(self, folder):
+        self.marks = Path(folder) / "marks"
+        self.marks.mkdir()
+        hook = Path(folder) / "slow_stub.sh"
+        hook.write_text(SLOW_STUB)
+        self.env = {
+            "BASH_ENV": str(hook),
+            "CET_LOAD_MARKS": str(self.marks),
+            "CET_LOAD_DELAY_S": str(LOAD_DELAY_S),
+        }
+
+    def loading(self):
+        return (self.marks / "loading").exists()
+
+    def slept(self):
+        return (self.marks / "slept").exists()
+
+    def wait_loading(self, proc_alive, timeout=120):
+        deadline = time.monotonic() + timeout
+        while not self.loading():
+            assert proc_alive(), "the server ended before it loaded its model"
+            assert time.monotonic() < deadline, "the model's load never started"
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def slow_load():
+    folder = tempfile.mkdtemp(prefix="cet-")  # short: PyTriton's sockets live under it
+    try:
+        yield SlowLoad(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def http_status(port, path):
+    """The HTTP status of GET ``path``, or the connection error's name (no listener yet)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=2) as reply:
+            return reply.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:
+        return type(getattr(exc, "reason", exc)).__name__
+
+
+def test_ready_only_once_the_model_answers(runtime_content_onnx, local, slow_load):
+    """`serve`'s readiness probe, asked every few ms from the start: while the model loads
+    (slowed on purpose) it is not ready; the first 200 comes when a request succeeds."""
+    import tritonclient.grpc as g
+
+    srv = Server(runtime_content_onnx, env=slow_load.env)
+    frame = np.full((40, 60, 3), 90, np.uint8)
+    try:
+        probes = []  # (during the slowed load, /v2/health/ready, /v2/models/cifrenet/ready)
+        deadline = time.monotonic() + 180
+        while True:
+            assert srv.proc.poll() is None, srv.log()[-3000:]
+            assert time.monotonic() < deadline, (probes[-5:], srv.log()[-3000:])
+            loading = slow_load.loading()
+            health = http_status(srv.http, "/v2/health/ready")
+            model = http_status(srv.http, "/v2/models/cifrenet/ready")
+            probes.append((loading and not slow_load.slept(), health, model))
+            if health == 200:
+                break
+            time.sleep(0.02)
+        # ready: the model answers at once, and did not before
+        client = g.InferenceServerClient(f"{HOST}:{srv.grpc}")
+        x = g.InferInput("frames", [1, *frame.shape], "UINT8")
+        x.set_data_from_numpy(frame[None])
+        result = client.infer(
+            "cifrenet", [x], outputs=[g.InferRequestedOutput("mask")], client_timeout=30
+        )
+        assert np.array_equal(result.as_numpy("mask")[0], local.predict(frame))
+        assert probes[-1][2] == 200, probes[-5:]  # the server's ready means the model's
+        during = [p for p in probes if p[0]]
+        assert len(during) >= 10, probes  # asked all through the slowed load ...
+        assert all(p[1] != 200 and p[2] != 200 for p in probes[:-1]), probes  # ... never ready
+        with Segmenter.open(srv.grpc_url) as remote:
+            assert np.array_equal(remote.predict(frame), local.predict(frame))
+        assert srv.stop(signal.SIGTERM) == 0, srv.log()[-3000:]
+    finally:
+        srv.kill()
+        srv.cleanup()
+
+
+def test_open_waits_for_a_loading_model_then_says_loading(
+    runtime_content_onnx, local, real_images_dir, slow_load, monkeypatch
+):
+    """A Triton that loads the model over its repository API once it is up (PyTriton's
+    default, NVIDIA's container in explicit mode): while it loads, a short `Segmenter.open`
+    waits out its timeout and says "loading"; a longer one waits and gets the model."""
+    from pytriton import model_config as config_mod
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+
+    from cifrenet_edge.serve.server import (
+        ServeOptions,
+        ServeSummary,
+        _TritonThread,
+        bind_frames_model,
+        python_backend_libdir,
+    )
+
+    libdir, _ = python_backend_libdir()
+    if libdir:
+        monkeypatch.setenv("LD_LIBRARY_PATH", libdir)
+    for key, value in slow_load.env.items():  # PyTriton copies os.environ for tritonserver
+        monkeypatch.setenv(key, value)
+    http, grpc, metrics = free_ports(3)
+    workspace = tempfile.mkdtemp(prefix="cet-")
+    triton = Triton(
+        config=TritonConfig(
+            http_address=HOST,
+            grpc_address=HOST,
+            metrics_address=HOST,
+            http_port=http,
+            grpc_port=grpc,
+            metrics_port=metrics,
+        ),
+        workspace=str(Path(workspace) / "w"),
+        security_config=TritonSecurityConfig(restricted_endpoints=[]),  # the index is open
+    )
+    keeper = _TritonThread(triton)
+    try:
+        with Segmenter.open(runtime_content_onnx) as seg:
+            bind_frames_model(
+                triton, config_mod, seg, ServeOptions(), ServeSummary(), threading.Lock()
+            )
+            keeper.start()
+            slow_load.wait_loading(lambda: keeper.failure is None and keeper.is_alive())
+            t0 = time.monotonic()
+            with pytest.raises(ModelLoadingError) as info:
+                Segmenter.open(f"http://{HOST}:{http}/cifrenet", timeout=2)
+            took = time.monotonic() - t0
+            assert not slow_load.slept(), "the load ended before the check: it proves nothing"
+            message = str(info.value)
+            assert "still loading model 'cifrenet' after 2 s" in message, message
+            assert "does not serve" not in message and "\n" not in message
+            assert 2 <= took < 2 + 10, took  # waited its timeout, then gave up
+            with pytest.raises(ModelFileError, match="does not serve model 'nope'"):
+                Segmenter.open(f"grpc://{HOST}:{grpc}/nope", timeout=2)  # a typo: at once
+            with Segmenter.open(f"grpc://{HOST}:{grpc}/cifrenet", timeout=120) as remote:
+                assert slow_load.slept()
+                frame = photos(real_images_dir)[0]
+                assert np.array_equal(remote.predict(frame), local.predict(frame))
+    finally:
+        keeper.release.set()
+        keeper.join(60)
         shutil.rmtree(workspace, ignore_errors=True)
 
 

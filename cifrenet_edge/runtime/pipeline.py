@@ -225,7 +225,16 @@ def output_topics(topic: str) -> Dict[str, str]:
 
 
 class BagSink(_Sink):
-    """A new bag (same ROS version as the input) with mask and overlay Image topics."""
+    """A new bag (same ROS version as the input) with mask and overlay Image topics.
+
+    Written under a temporary name and renamed into place when complete, as every output.
+    A ROS 2 bag is a folder whose storage file ``ros2 bag record`` names after the folder,
+    ``NAME_0.db3`` / ``NAME_0.mcap`` (rosbag2_cpp's ``format_storage_uri``: folder name,
+    ``_``, split index); rosbags' writer names it ``FOLDER.db3``, after whatever folder it
+    writes. So the bag is written as a folder ``NAME_0`` inside a hidden temporary folder and
+    that folder is renamed to ``NAME``: the storage file, ``metadata.yaml`` and the metadata
+    copy inside the storage file all say ``NAME_0.ext``, and no temporary name survives.
+    """
 
     def __init__(
         self,
@@ -241,13 +250,17 @@ class BagSink(_Sink):
         self.target = target
         self.ros2 = ros2
         self.tmp = _partial(target)
+        #: what becomes ``target``: the bag file, or the bag folder inside ``tmp``
+        self.written = self.tmp
         self.topics = output_topics(topic)
         if ros2:
             from rosbags.rosbag2 import StoragePlugin, Writer
 
             self.typestore = get_typestore(Stores.ROS2_HUMBLE)
             plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-            self.writer = Writer(self.tmp, version=9, storage_plugin=plugin)  # type: Any
+            self.tmp.mkdir()
+            self.written = self.tmp / f"{target.name}_0"
+            self.writer = Writer(self.written, version=9, storage_plugin=plugin)  # type: Any
             self._serialize = self.typestore.serialize_cdr
         else:
             from rosbags.rosbag1 import Writer as Writer1
@@ -255,7 +268,11 @@ class BagSink(_Sink):
             self.typestore = get_typestore(Stores.ROS1_NOETIC)
             self.writer = Writer1(self.tmp)
             self._serialize = self.typestore.serialize_ros1
-        self.writer.open()
+        try:
+            self.writer.open()
+        except BaseException:
+            _discard(self.tmp)
+            raise
         self.msgtype = "sensor_msgs/msg/Image"
         self.connections = {}  # type: Dict[str, Any]
         for key, wanted in (("mask", save_mask), ("overlay", save_overlay)):
@@ -297,7 +314,8 @@ class BagSink(_Sink):
 
     def finish(self) -> List[str]:
         self.writer.close()
-        _publish(self.tmp, self.target)
+        _publish(self.written, self.target)
+        _discard(self.tmp)  # a ROS 2 bag's temporary parent, empty now (no-op for ROS 1)
         return [str(self.target)]
 
     def abort(self) -> None:

@@ -19,6 +19,14 @@ Failures, in one line each, within ``timeout`` seconds (default 10 s), never a h
 * a frame the server refuses (too large, empty...): ``FrameError`` with the server's reason;
 * a model name the server does not serve: ``ModelFileError`` listing what it serves.
 
+Opening waits, within ``timeout``, for a server that is starting or a model that is loading:
+``cifrenet-edge serve`` opens its listeners only once its model is loaded (connection refused
+until then), and a Triton that loads models over its repository API (NVIDIA's container in
+explicit mode) answers "has no available versions" for a model it is loading, where a name
+it has never heard of "is not found". Past the timeout: ``ModelLoadingError`` (a
+``BackendUnavailableError``) saying "loading", or the unreachable error; a model whose load
+failed, where the repository index says so, is a ``ModelFileError`` with Triton's reason.
+
 ``probabilities=True`` is refused: the server sends class maps only (HxWxC float32 scores
 would be 19x4 bytes per pixel of network traffic); run the model locally for scores.
 
@@ -38,6 +46,7 @@ import contextlib
 import json
 import re
 import threading
+import time
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -73,6 +82,13 @@ SCHEMES = {"grpc": 8001, "http": 8000}  # and their Triton default ports
 DEFAULT_MODEL_NAME = "cifrenet"
 DEFAULT_TIMEOUT_S = 10.0
 
+# Triton's words for a model it knows but cannot serve yet (core/src/model_lifecycle.cc:
+# GetModel): no READY version ("has no available versions"), or the version asked for is
+# not READY ("is not at ready state"). A name it does not know "is not found".
+_NOT_READY = ("has no available versions", "is not at ready state")
+#: how often opening asks again while the server starts or the model loads
+_OPEN_POLL_S = 0.25
+
 # gRPC status codes that mean "the server is not there (now)": retry later, same Segmenter.
 _UNREACHABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED", "UNKNOWN")
 # ... and what a connection that died mid-call reports under other codes (e.g. INTERNAL)
@@ -85,6 +101,14 @@ _GONE = (
     "broken pipe",
     "goaway",
 )
+
+
+class ServerUnreachableError(BackendUnavailableError):
+    """The server did not answer (down, starting, gone mid-call, too slow)."""
+
+
+class ModelLoadingError(BackendUnavailableError):
+    """The server knows the model but has no version of it ready: it is loading it."""
 
 
 class TritonAddress(NamedTuple):
@@ -250,13 +274,13 @@ class _Connection:
             raise
         except Exception as exc:  # HTTP transport: refused, reset, timed out (gevent/socket)
             self._drop(client)
-            raise BackendUnavailableError(self._unreachable(what, first_line(exc))) from None
+            raise ServerUnreachableError(self._unreachable(what, first_line(exc))) from None
 
     def _unreachable(self, what: str, detail: str) -> str:
         return (
             f"Triton at {self.address.url} is unreachable ({what}: {detail}); is "
-            f"`cifrenet-edge serve` running there? The next call retries (timeout "
-            f"{self.timeout:g} s)"
+            f"`cifrenet-edge serve` running there (it listens once its model is loaded)? The "
+            f"next call retries (timeout {self.timeout:g} s)"
         )
 
     def _translate(self, exc: Any, what: str, client: Any) -> CifreNetError:
@@ -269,12 +293,17 @@ class _Connection:
         lower = text.lower()
         if code in _UNREACHABLE or any(words in lower for words in _GONE):
             self._drop(client)
-            return BackendUnavailableError(self._unreachable(what, _clean(text)))
+            return ServerUnreachableError(self._unreachable(what, _clean(text)))
         if (
             code == "NOT_FOUND"
             or "unknown model" in lower
             or (status == "400" and ("not found" in lower))
         ):
+            if not self.opened and any(words in lower for words in _NOT_READY):
+                return ModelLoadingError(
+                    f"Triton at {self.address.hostport} has model {self.address.model!r} but "
+                    f"no version of it ready ({_clean(text)}): it is loading"
+                )
             if self.opened:
                 return BackendUnavailableError(
                     f"Triton at {self.address.hostport} no longer serves model "
@@ -291,6 +320,23 @@ class _Connection:
             f"Triton model {self.address.model!r} at {self.address.hostport} failed ({what}): "
             f"{_clean(text)}"
         )
+
+    def model_state(self) -> Any:
+        """(state, reason) of the model in the repository index, or None where the index is
+        not readable (PyTriton servers restrict it) or does not list the model."""
+        try:
+            client = self.client()
+            if self.address.scheme == "grpc":
+                index = client.get_model_repository_index(as_json=True, client_timeout=self.timeout)
+                rows = index.get("models", [])
+            else:
+                rows = client.get_model_repository_index()
+        except Exception:  # restricted, or the server went away: the caller words it
+            return None
+        for row in rows:
+            if row.get("name") == self.address.model and row.get("state"):
+                return str(row["state"]).upper(), str(row.get("reason") or "")
+        return None
 
     def _served(self) -> str:
         """`` (it serves: a, b)`` from the repository index, or '' when that is not readable."""
@@ -529,6 +575,40 @@ def _read_parameters(address: TritonAddress, config: Dict[str, Any]) -> Any:
     return manifest, runtime
 
 
+def _wait_for_config(connection: _Connection) -> Dict[str, Any]:
+    """The model config, asked again within the timeout while the server is not listening
+    yet or the model is loading; a failed load (when the index tells) ends the wait."""
+    address = connection.address
+    deadline = time.monotonic() + connection.timeout
+    while True:
+        try:
+            return _model_config(connection)
+        except (ServerUnreachableError, ModelLoadingError) as exc:
+            state = connection.model_state() if isinstance(exc, ModelLoadingError) else None
+            if state is not None and state[0] == "UNAVAILABLE" and state[1]:
+                raise ModelFileError(
+                    f"Triton at {address.hostport} could not load model {address.model!r}: "
+                    f"{_clean(state[1])}"
+                ) from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _open_timed_out(connection, exc, state) from None
+            time.sleep(min(_OPEN_POLL_S, left))
+
+
+def _open_timed_out(connection: _Connection, exc: BackendUnavailableError, state: Any) -> Any:
+    if not isinstance(exc, ModelLoadingError):
+        return exc
+    address = connection.address
+    sure = state is not None and state[0] == "LOADING"  # the index says so
+    unsure = "" if sure else " (if it stays so, its load failed: see the server's log)"
+    return ModelLoadingError(
+        f"Triton at {address.hostport} is still loading model {address.model!r} after "
+        f"{connection.timeout:g} s{unsure}: open it again once it is ready, or give "
+        "Segmenter.open a longer timeout="
+    )
+
+
 def open_remote(url: str, timeout: float = DEFAULT_TIMEOUT_S, warmup: int = 1) -> Segmenter:
     """Connect to a Triton model and check it end to end: a ``RemoteSegmenter`` for a
     ``cifrenet-edge serve`` model (uint8 frames), a Segmenter over ``TritonTensorBackend``
@@ -536,7 +616,7 @@ def open_remote(url: str, timeout: float = DEFAULT_TIMEOUT_S, warmup: int = 1) -
     address = parse_url(url)
     connection = _Connection(address, timeout)
     try:
-        config = _model_config(connection)
+        config = _wait_for_config(connection)
         manifest, runtime = _read_parameters(address, config)
         inputs = [i.get("name") for i in config.get("input", [])]
         if FRAMES_INPUT in inputs:

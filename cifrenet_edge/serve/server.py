@@ -36,6 +36,17 @@ is refused by PyTriton's proxy while it copies the (empty) tensor: its error nam
 shape" rather than our wording; the remote Segmenter checks frames before sending, so its
 users get the toolkit's own ``FrameError``.
 
+Readiness: a probe that sees ready can be served. PyTriton's default loads the model through
+Triton's repository API after the server is up, so ``/v2/health/ready`` answered 200 for a
+second or more before the model existed (and ``strict_readiness`` cannot help: no model is no
+model waiting). Here the model is written into Triton's model store before tritonserver starts
+(PyTriton's local-model-store lifecycle) and loaded with ``--load-model`` at startup; tritonserver
+opens its HTTP, gRPC and metrics listeners only after its startup models are loaded
+(``src/main.cc``: ``TRITONSERVER_ServerNew`` loads them, ``StartEndpoints`` follows). While the
+model loads, a probe gets connection refused; once anything answers, the model answers. (A
+request in the first moment, before PyTriton's side has connected to the loaded model, waits
+in the model's request queue until it has, then is answered.)
+
 Shutdown: SIGINT or SIGTERM stops Triton with SIGINT, which finishes in-flight requests (up
 to ``exit_timeout_s``) while the model keeps answering them, then unloads; ``serve`` returns
 normally (the CLI exits 0).
@@ -285,17 +296,72 @@ def _attach_parameters(triton: Any, name: str, params: Dict[str, str]) -> None:
 
     PyTriton 0.7 has no public way to add config ``parameters``; its model keeps the config
     it will load (``Model._get_triton_model_config``) and writes ``backend_parameters`` as
-    ``parameters { key, value { string_value } }``. The tests read the parameters back from
-    the running server, so a PyTriton that changes this fails there, not silently.
+    ``parameters { key, value { string_value } }``. With a local model store, ``bind`` has
+    already written ``config.pbtxt`` there, so it is written again with the parameters. The
+    tests read the parameters back from the running server, so a PyTriton that changes this
+    fails there, not silently.
     """
     try:
-        model = next(m for m in triton._model_manager.models if m.model_name == name)
+        manager = triton._model_manager
+        model = next(m for m in manager.models if m.model_name == name)
         model._get_triton_model_config().backend_parameters.update(params)
-    except (AttributeError, StopIteration):
+        store = manager._model_store_path
+        if store is not None:
+            (Path(store) / name / "config.pbtxt").unlink()  # else PyTriton warns it overwrites
+            model.generate_model(Path(store))
+    except (AttributeError, StopIteration, FileNotFoundError):
         raise BackendUnavailableError(
             "this nvidia-pytriton cannot carry the model's manifest in its config: install "
             "nvidia-pytriton 0.7.x (" + PYTRITON_INSTALL + ")"
         ) from None
+
+
+def bind_frames_model(
+    triton: Any, config_mod: Any, seg: Any, options: ServeOptions, summary: ServeSummary, lock: Any
+) -> None:
+    """Bind ``seg`` to ``triton`` as the frames model, its manifest in the config parameters.
+
+    Separate from ``serve`` so a test can put the same model on a Triton that loads it over
+    the repository API (PyTriton's default), as NVIDIA's container in explicit mode does.
+    """
+    tensor = config_mod.Tensor
+    triton.bind(
+        model_name=options.name,
+        infer_func=[
+            _FramesModel(seg, options.max_side, options.overlay_alpha, summary, lock)
+            for _ in range(options.instances)
+        ],
+        inputs=[tensor(name=FRAMES_INPUT, dtype=np.uint8, shape=(-1, -1, 3))],
+        outputs=[
+            tensor(name=MASK_OUTPUT, dtype=np.uint8, shape=(-1, -1)),
+            tensor(name=OVERLAY_OUTPUT, dtype=np.uint8, shape=(-1, -1, 3)),
+        ],
+        config=config_mod.ModelConfig(
+            batching=True,
+            max_batch_size=int(options.max_batch),
+            batcher=config_mod.DynamicBatcher(
+                max_queue_delay_microseconds=int(options.queue_delay_us)
+            ),
+        ),
+        strict=False,
+    )
+    _attach_parameters(triton, options.name, _runtime_parameters(seg, options))
+
+
+def _model_loaded_before_listeners(triton_mod: Any) -> Any:
+    """PyTriton's lifecycle that writes the model store before tritonserver starts.
+
+    tritonserver then loads the model at startup (PyTriton passes ``--load-model=*``) and
+    starts its listeners afterwards, so readiness implies the model answers. PyTriton's
+    default instead loads the model over the repository API once the server is up.
+    """
+    policy = getattr(triton_mod, "TritonLifecyclePolicy", None)
+    if policy is None:
+        raise BackendUnavailableError(
+            "this nvidia-pytriton cannot load the model before Triton's listeners start: "
+            "install nvidia-pytriton 0.7.x (" + PYTRITON_INSTALL + ")"
+        )
+    return policy(launch_triton_on_startup=True, local_model_store=True)
 
 
 class _TritonThread(threading.Thread):
@@ -411,32 +477,16 @@ def _serve_segmenter(
     workspace = None  # PyTriton's own temporary folder; a given folder gets a new subfolder
     if options.workspace:  # (PyTriton creates the workspace itself and deletes it at stop)
         workspace = str(Path(options.workspace).expanduser() / f"serve-{os.getpid()}")
-    triton = triton_mod.Triton(config=config, workspace=workspace, security_config=security)
+    triton = triton_mod.Triton(
+        config=config,
+        workspace=workspace,
+        security_config=security,
+        triton_lifecycle_policy=_model_loaded_before_listeners(triton_mod),
+    )
     handlers = signal_handlers(stop, summary)
     keeper = _TritonThread(triton)
     try:
-        tensor = config_mod.Tensor
-        triton.bind(
-            model_name=options.name,
-            infer_func=[
-                _FramesModel(seg, options.max_side, options.overlay_alpha, summary, lock)
-                for _ in range(options.instances)
-            ],
-            inputs=[tensor(name=FRAMES_INPUT, dtype=np.uint8, shape=(-1, -1, 3))],
-            outputs=[
-                tensor(name=MASK_OUTPUT, dtype=np.uint8, shape=(-1, -1)),
-                tensor(name=OVERLAY_OUTPUT, dtype=np.uint8, shape=(-1, -1, 3)),
-            ],
-            config=config_mod.ModelConfig(
-                batching=True,
-                max_batch_size=int(options.max_batch),
-                batcher=config_mod.DynamicBatcher(
-                    max_queue_delay_microseconds=int(options.queue_delay_us)
-                ),
-            ),
-            strict=False,
-        )
-        _attach_parameters(triton, options.name, _runtime_parameters(seg, options))
+        bind_frames_model(triton, config_mod, seg, options, summary, lock)
         keeper.start()
         if keeper.wait_started(stop) and on_ready is not None:
             on_ready(_info(seg, model, options))
@@ -502,9 +552,10 @@ def restore_signal_handlers(saved: Dict[int, Any]) -> None:
 def wait_ready(host: str, http_port: int, model: str = "cifrenet", timeout: float = 120.0) -> bool:
     """Poll ``/v2/models/MODEL/ready`` until it answers 200 (tests, scripts, probes).
 
-    The model's readiness, not the server's: PyTriton loads the model through Triton's
-    repository API after the server is up, so ``/v2/health/ready`` answers 200 a moment
-    before the model can serve. A Kubernetes readiness probe should use this URL too.
+    The model's own readiness, which holds for any Triton: one that loads models over the
+    repository API after it is up (NVIDIA's container in explicit mode, PyTriton's default)
+    answers 200 on ``/v2/health/ready`` before its models can serve. ``serve`` itself loads
+    the model before its listeners open, so there both URLs mean the model answers.
     """
     import urllib.error
     import urllib.request
