@@ -62,7 +62,8 @@ def test_same_class_map_as_fp32_in_onnxruntime(fp16_model, fp32_export, real_ima
     # constant, so this is the check with teeth)
     assert report["max_abs_logit_diff"] > 0.0, report
     rel = report["max_abs_logit_diff"] / report["logit_spatial_std"]
-    assert check("fp16.logit_diff_over_spatial_std", rel, "<", 0.1, 0.0), report
+    # 0.085 on every kernel ISA: FP16 rounding; a broken conversion is of the order of 1
+    assert check("fp16.logit_diff_over_spatial_std", rel, "<", 0.125, 0.0), report
 
 
 def test_fp16_model_opens_in_the_runtime_with_its_manifest(
