@@ -146,3 +146,31 @@ def test_failed_capture_frees_everything_and_clears_the_cuda_error(version, how,
         b.infer(np.zeros((1, 3, 64, 128), np.float32))  # the next call captures and runs
         b.close()
     _closed_cleanly(g)
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.16"])
+def test_standin_first_enqueue_under_capture_fails_as_tensorrt_does(version, tiny, tmp_path):
+    """The stand-in's own rule, not the backend's: a context's first enqueue (and the first
+    after a shape change) allocates, which a capture does not permit; so a backend that
+    captured without trtexec's plain enqueue first would fail here as on a device."""
+    g = SimGpu(version, CUDA_PYTHON[version])
+    eng = g.write_engine(tmp_path, tiny["fixed"], (1, 3, 64, 128))
+    with g.installed():
+        b = g.open(eng)
+        slot = b._slot()
+        cuda, ctx = b.cuda, slot.context
+        with b._using(slot):
+            h = cuda.stream_handle(slot.stream)
+            cuda.graph_capture_begin(slot.stream)
+            assert ctx.execute_async_v3(h) is False  # no plain enqueue yet on this context
+            with pytest.raises(BackendUnavailableError, match="cudaStreamEndCapture"):
+                cuda.graph_capture_end(slot.stream)  # the capture was invalidated
+            cuda.clear_last_error()
+            assert ctx.execute_async_v3(h) is True  # trtexec's plain enqueue, then a sync
+            cuda.stream_sync(slot.stream)
+            cuda.graph_capture_begin(slot.stream)
+            assert ctx.execute_async_v3(h) is True
+            cuda.graph_destroy(cuda.graph_capture_end(slot.stream))
+        b.close()
+    del slot, ctx  # the context's memory goes with the last reference
+    _closed_cleanly(g)
