@@ -174,3 +174,33 @@ def test_standin_first_enqueue_under_capture_fails_as_tensorrt_does(version, tin
         b.close()
     del slot, ctx  # the context's memory goes with the last reference
     _closed_cleanly(g)
+
+
+# ------------------------------------------------------------------ buffers after a failure
+@pytest.mark.parametrize("version", ["8.6.1", "10.16"])
+def test_a_refused_enqueue_then_a_larger_shape_frees_no_buffer_in_use(version, tiny, tmp_path):
+    """TensorRT refuses one enqueue (False: its log says why); the input copy queued before it
+    is still pending when the next call, at a larger shape, reallocates the buffers: freeing
+    the pinned memory under it is a use-after-free (``cudaFreeHost`` does not wait)."""
+    g = SimGpu(version, CUDA_PYTHON[version])
+    dyn = {"min": [64, 32], "opt": [96, 48], "max": [128, 64], "batch": [1, 1, 1]}
+    eng = g.write_engine(tmp_path, tiny["dynamic"], (1, 3, 48, 96), dynamic=dyn)
+    refuse = {"left": 1}
+
+    def once(ctx: Any, handle: int) -> Any:
+        if refuse["left"]:
+            refuse["left"] -= 1
+            return False
+        return None
+
+    with g.installed():
+        b = g.open(eng, input_shape=(1, 3, 48, 96))
+        g.world.hooks["IExecutionContext.execute_async_v3"] = once
+        with pytest.raises(BackendUnavailableError, match="failed to enqueue"):
+            b.infer(np.zeros((1, 3, 48, 96), np.float32))
+        x = np.ones((1, 3, 64, 128), np.float32)
+        out = b.infer(x)  # larger: new buffers
+        assert np.array_equal(out, g.executor_for({"onnx": str(tiny["dynamic"])}).compute(x))
+        b.close()
+    assert g.sim.faults == []
+    _closed_cleanly(g)
