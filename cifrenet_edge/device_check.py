@@ -18,8 +18,8 @@ line. The facts and their sources (FACTS.md):
 * TensorRT vs compute capability, and DLA: the support-matrix and DLA rules of
   ``trt/rules.py`` (``resources/trt_rules.json``, each rule with its source);
 * cuda-python 13.x needs an R580+ driver (CUDA 13), 12.x a CUDA 12 driver: a bindings major
-  above the driver's CUDA major fails (NVIDIA/cutlass#2866); cuda-python needs Python
-  >= 3.9, so JetPack 5 (Python 3.8) uses pycuda (cuda-python's release notes);
+  above the driver's CUDA major fails (NVIDIA/cutlass#2866); cuda-python 12.4+ has no
+  Python 3.8 wheels (11.8.2 and 12.3.0 do), so JetPack 5 (Python 3.8) uses pycuda or 11.8;
 * onnxruntime-gpu >= 1.27 is built for CUDA 13, which has no Pascal kernels (GTX 1080 Ti:
   <= 1.26); ``onnxruntime`` and ``onnxruntime-gpu`` must not be installed together (both
   ship the ``onnxruntime`` module; ONNX Runtime's install docs);
@@ -165,17 +165,21 @@ def _cuda_python(f: Facts) -> List[Row]:
     py = "{}.{}".format(*f.python)
     if f.cuda_library:
         pass  # CUDA opened: a library works, whichever it is
-    elif f.python < (3, 9) and f.pycuda is None and (f.cuda_python or f.tensorrt):
-        have = f"cuda-python {f.cuda_python}" if f.cuda_python else "no CUDA Python library"
+    elif f.python < (3, 9) and f.pycuda is None and not f.cuda_python and f.tensorrt:
+        # A cuda-python that installed on 3.8 (11.8.2, <= 12.3) imports there: when it is
+        # present, the driver rows name what failed, not the Python version.
         out.append(
             Row(
                 "cuda-python.python",
                 "error",
                 (ENGINE,),
-                f"Python {py} (JetPack 5) with {have}: cuda-python needs Python >= 3.9; "
-                "install pycuda (python3 -m pip install pycuda, with /usr/local/cuda/bin on "
-                "PATH), which the runtime uses there",
-                "cuda-python release notes (requires Python >= 3.9); FACTS.md",
+                f"Python {py} (JetPack 5) with no CUDA Python library, and the default "
+                "`cuda` extra (cuda-python >= 12.6) has no Python 3.8 wheels: install pycuda "
+                "(python3 -m pip install pycuda, with /usr/local/cuda/bin on PATH), which the "
+                "runtime uses there, or cuda-python 11.8 for JetPack 5's CUDA 11.4 "
+                f"({_CUDA_PYTHON_FOR_MAJOR[11]})",
+                "PyPI wheels: cuda-python 11.8.2 and 12.3.0 have cp38 wheels, 12.4+ and "
+                "cuda-bindings 11.8.7 none",
             )
         )
     elif f.tensorrt and not f.cuda_python and not f.pycuda:

@@ -113,18 +113,22 @@ def test_no_driver_at_all():
     assert _rows() == []  # a CPU machine with nothing for a GPU: no mismatch
 
 
-def test_python38_with_cuda_python_needs_pycuda():
-    row = _only(
-        _rows(python=(3, 8), tensorrt="8.5.2", cuda_python="11.8.7", driver_cuda="11.4"),
-        "cuda-python.python",
-    )
-    assert (
-        row.severity == "error"
-        and "Python 3.8" in row.line
-        and ">= 3.9" in row.line
-        and "pycuda" in row.line
-    )
-    assert _only(_rows(python=(3, 8), tensorrt="8.5.2", driver_cuda="11.4"), "cuda-python.python")
+def test_python38_without_a_cuda_library_is_told_pycuda_or_cuda11():
+    """cuda-python 12.4+ has no Python 3.8 wheels, but 11.8.2 and 12.3.0 do (pip resolves
+    `cuda-python>=11.8,<12` on cp38 aarch64 to cuda_python-11.8.2-cp38; 12.3.0 imports on
+    Python 3.8.18 and, without a driver, raises like 12.6.2): not "needs Python >= 3.9"."""
+    row = _only(_rows(python=(3, 8), tensorrt="8.5.2", driver_cuda="11.4"), "cuda-python.python")
+    assert row.severity == "error" and "Python 3.8" in row.line and "pycuda" in row.line
+    assert ">= 3.9" not in row.line and "cuda11" in row.line
+
+
+def test_python38_with_cuda_python_12_is_the_driver_row_alone():
+    """cuda-python 12.3 installed on Python 3.8 under JetPack 5's CUDA 11.4 driver: the one
+    cause is the CUDA major (fix: cuda11 or pycuda), not the Python version."""
+    rows = _rows(python=(3, 8), tensorrt="8.5.2", cuda_python="12.3.0", driver_cuda="11.4")
+    assert not [r for r in rows if r.check == "cuda-python.python"], [r.line for r in rows]
+    row = _only(rows, "cuda-python.driver")
+    assert row.severity == "error" and "'cuda-python>=11.8,<12'" in row.line
     ok = _rows(python=(3, 8), tensorrt="8.5.2", driver_cuda="11.4", pycuda="2022.2", l4t="35.4.1")
     assert ok == []
     row = _only(_rows(tensorrt="10.3.0", driver_cuda="12.6"), "cuda.no-library")

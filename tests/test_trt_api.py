@@ -836,6 +836,26 @@ def test_device_build_entry_point_reports_one_line(tmp_path, tiny_onnx, capsys):
         assert err.startswith("error: TensorRT is not installed") and err.count("\n") == 1
 
 
+def test_unwritable_engine_output_is_refused_before_the_build(monkeypatch, tmp_path, tiny_onnx):
+    """A Jetson build takes minutes: an --output that cannot be written is refused before
+    TensorRT is touched (as the ONNX export does), not after the build."""
+    from cifrenet_edge.trt import build
+
+    touched = []
+
+    def no_trt(*a: Any) -> None:
+        touched.append("preflight")
+        raise RuntimeError("TensorRT reached before the output folder was checked")
+
+    monkeypatch.setattr(build, "_preflight", no_trt)
+    src = _onnx_with_manifest(tmp_path, tiny_onnx, "fp32")
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(ConfigError, match="output folder") as err:
+        build.build_engine(src, precision="fp32", output=blocker / "m.engine", quiet=True)
+    assert "\n" not in str(err.value) and touched == []
+
+
 # --------------------------------------------------------------------------- plan rules
 def test_plan_warns_on_pascal_fp16_and_refuses_mismatched_inputs():
     from cifrenet_edge.trt.build import plan_build

@@ -146,3 +146,61 @@ def test_failed_capture_frees_everything_and_clears_the_cuda_error(version, how,
         b.infer(np.zeros((1, 3, 64, 128), np.float32))  # the next call captures and runs
         b.close()
     _closed_cleanly(g)
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.16"])
+def test_standin_first_enqueue_under_capture_fails_as_tensorrt_does(version, tiny, tmp_path):
+    """The stand-in's own rule, not the backend's: a context's first enqueue (and the first
+    after a shape change) allocates, which a capture does not permit; so a backend that
+    captured without trtexec's plain enqueue first would fail here as on a device."""
+    g = SimGpu(version, CUDA_PYTHON[version])
+    eng = g.write_engine(tmp_path, tiny["fixed"], (1, 3, 64, 128))
+    with g.installed():
+        b = g.open(eng)
+        slot = b._slot()
+        cuda, ctx = b.cuda, slot.context
+        with b._using(slot):
+            h = cuda.stream_handle(slot.stream)
+            cuda.graph_capture_begin(slot.stream)
+            assert ctx.execute_async_v3(h) is False  # no plain enqueue yet on this context
+            with pytest.raises(BackendUnavailableError, match="cudaStreamEndCapture"):
+                cuda.graph_capture_end(slot.stream)  # the capture was invalidated
+            cuda.clear_last_error()
+            assert ctx.execute_async_v3(h) is True  # trtexec's plain enqueue, then a sync
+            cuda.stream_sync(slot.stream)
+            cuda.graph_capture_begin(slot.stream)
+            assert ctx.execute_async_v3(h) is True
+            cuda.graph_destroy(cuda.graph_capture_end(slot.stream))
+        b.close()
+    del slot, ctx  # the context's memory goes with the last reference
+    _closed_cleanly(g)
+
+
+# ------------------------------------------------------------------ buffers after a failure
+@pytest.mark.parametrize("version", ["8.6.1", "10.16"])
+def test_a_refused_enqueue_then_a_larger_shape_frees_no_buffer_in_use(version, tiny, tmp_path):
+    """TensorRT refuses one enqueue (False: its log says why); the input copy queued before it
+    is still pending when the next call, at a larger shape, reallocates the buffers: freeing
+    the pinned memory under it is a use-after-free (``cudaFreeHost`` does not wait)."""
+    g = SimGpu(version, CUDA_PYTHON[version])
+    dyn = {"min": [64, 32], "opt": [96, 48], "max": [128, 64], "batch": [1, 1, 1]}
+    eng = g.write_engine(tmp_path, tiny["dynamic"], (1, 3, 48, 96), dynamic=dyn)
+    refuse = {"left": 1}
+
+    def once(ctx: Any, handle: int) -> Any:
+        if refuse["left"]:
+            refuse["left"] -= 1
+            return False
+        return None
+
+    with g.installed():
+        b = g.open(eng, input_shape=(1, 3, 48, 96))
+        g.world.hooks["IExecutionContext.execute_async_v3"] = once
+        with pytest.raises(BackendUnavailableError, match="failed to enqueue"):
+            b.infer(np.zeros((1, 3, 48, 96), np.float32))
+        x = np.ones((1, 3, 64, 128), np.float32)
+        out = b.infer(x)  # larger: new buffers
+        assert np.array_equal(out, g.executor_for({"onnx": str(tiny["dynamic"])}).compute(x))
+        b.close()
+    assert g.sim.faults == []
+    _closed_cleanly(g)

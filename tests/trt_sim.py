@@ -316,6 +316,18 @@ class TrtWorld(BuildModel, Scenario):
         if not all(addresses.get(t["name"]) for t in est["io"]):
             return False  # "address is not set for tensor ..."
         shape = st["shapes"][inp["name"]]
+        sim = getattr(est["executor"], "sim", None)
+        if sim is not None and st.get("warm_shape") != shape:
+            # The first enqueue of a context, and the first after an input shape change,
+            # allocates (NvInferRuntime.h 8.5.2/8.6.1: "the first enqueueV2() call after a
+            # setInputShapeBinding() call will cause failure in stream capture due to resource
+            # allocation"; NVIDIA/TensorRT#2603: enqueueV3 under capture on 8.5.2, "operation
+            # not permitted when stream is capturing"; trtexec enqueues once before capturing).
+            with sim._lock:
+                err = sim._unsafe_during_capture()  # cudaMalloc's rule: invalidates, 900
+            if err:
+                sim._last_error[threading.get_ident()] = err
+                return False
         out_shape = est["executor"].output_shape(shape)
         dt = {
             "FLOAT": np.float32,
@@ -325,13 +337,16 @@ class TrtWorld(BuildModel, Scenario):
             "UINT8": np.uint8,
         }
         self.enqueues.append((threading.current_thread().name, int(stream)))
-        return bool(
+        ok = bool(
             est["executor"].enqueue(
                 int(stream),
                 (addresses[inp["name"]], shape, dt[inp.get("dtype", "FLOAT")]),
                 (addresses[out["name"]], out_shape, dt[out.get("dtype", "FLOAT")]),
             )
         )
+        if ok:
+            st["warm_shape"] = shape
+        return ok
 
     def _IExecutionContext__execute_async_v3(self, s, ctx, stream_handle):
         return self._launch(s, ctx, dict(self.state(ctx)["addresses"]), stream_handle)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from .. import __version__ as TOOLKIT_VERSION
-from .._io import PathLike, sha256_file, write_bytes_atomic
+from .._io import PathLike, ensure_writable_dir, sha256_file, write_bytes_atomic
 from ..device_check import ENGINE, gather_facts, open_cuda_checked, require
 from ..errors import (
     BackendUnavailableError,
@@ -490,6 +490,7 @@ def build_engine(
     out = Path(output) if output else default_engine_path(onnx_file, precision)
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    ensure_writable_dir(out)  # now, not after a build of minutes (the engine is written last)
     pre = _preflight()  # the device check, before the builder and the ONNX are touched
     trt, version, cuda, dev = pre.trt, pre.version, pre.cuda, pre.device
     caps = api.capabilities(version)

@@ -327,6 +327,10 @@ class TensorRTBackend(Backend):
         n_in, n_out = int(np.prod(shape)), int(np.prod(out_shape))
         if n_in > slot.capacity or n_out > slot.out_capacity:
             slot.shape = slot.out_shape = None  # a failure below leaves no stale shape behind
+            if slot.stream is not None:
+                # A failed call (TensorRT refused the enqueue) can leave its input copy
+                # queued: it must not read the pinned buffer freed below.
+                cuda.stream_sync(slot.stream)
             self._free_buffers(slot)
             in_dt, out_dt = self._io["input"]["dtype"], self._io["output"]["dtype"]
             slot.h_in = cuda.pinned_empty((n_in,), in_dt)
