@@ -541,7 +541,9 @@ def u8_inputs_variant(model) -> Dict[str, int]:
             graph.initializer.extend(
                 [
                     numpy_helper.from_array(np.zeros((), scale.dtype), base + "_lo"),
-                    numpy_helper.from_array((U8_CODE_MAX * scale[0]).astype(scale.dtype), base + "_hi"),
+                    numpy_helper.from_array(
+                        (U8_CODE_MAX * scale[0]).astype(scale.dtype), base + "_hi"
+                    ),
                     numpy_helper.from_array(np.array(0, np.uint8), base + "_zp"),
                 ]
             )
