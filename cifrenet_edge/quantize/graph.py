@@ -435,7 +435,7 @@ def seven_bit_weights(model) -> int:
 # Ops whose output is >= 0 whenever every (data) input is: the walk that proves a conv input
 # can never be negative. Anything not listed (PRelu, LeakyRelu, Conv, Sub...) may be negative.
 _NONNEG_ALWAYS = ("Relu", "Sigmoid")
-_NONNEG_IF_FIRST = ("MaxPool", "AveragePool", "GlobalAveragePool", "Resize", "Reshape")
+_NONNEG_IF_FIRST = ("MaxPool", "AveragePool", "GlobalAveragePool", "Resize", "Reshape", "Cast")
 _NONNEG_IF_ALL = ("Concat", "Add", "Mul")
 
 
@@ -491,7 +491,10 @@ def conv_input_kinds(model) -> Dict[str, str]:
         x_q = prod.get(x_dq.input[0]) if x_dq is not None else None
         if w_dq is None or x_q is None or x_q.op_type != "QuantizeLinear":
             continue
-        if x_q.input[0] in inputs:
+        src = x_q.input[0]
+        while src in prod and prod[src].op_type == "Cast":  # FP16 float parts cast the input
+            src = prod[src].input[0]
+        if src in inputs:
             kinds[conv.name] = "float"
         elif nonnegative(x_q.input[0], prod, values, memo):
             kinds[conv.name] = "u8"
@@ -512,7 +515,7 @@ def u8_inputs_variant(model) -> Dict[str, int]:
     7-bit weights. Only used to *verify* the variant; the runtime's OpenVINO backend derives
     the same variant from the shipped file (``backends/openvino.py``).
     """
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
     kinds = conv_input_kinds(model)
@@ -520,6 +523,7 @@ def u8_inputs_variant(model) -> Dict[str, int]:
     inits = {i.name: i for i in graph.initializer}
     values = initializers(graph)
     clips: Dict[str, Any] = {}  # Q node name -> the Clip to insert before it
+    retyped = set()  # Q outputs now uint8 (a converted graph may declare them int8)
     for conv in (n for n in graph.node if n.name in kinds):
         w_dq, w_float, _ = _weight_of(conv, values, prod)
         kind = kinds[conv.name]
@@ -552,6 +556,10 @@ def u8_inputs_variant(model) -> Dict[str, int]:
             )
             x_q.input[0] = base + "_c"
             x_q.input[2] = x_dq.input[2] = base + "_zp"
+            retyped.add(x_q.output[0])
+    for info in graph.value_info:
+        if info.name in retyped:
+            info.type.tensor_type.elem_type = TensorProto.UINT8
     nodes = []
     for n in graph.node:
         if n.name in clips:

@@ -206,10 +206,21 @@ def _u8_input(ops: Any, multiply: Any, fq: Any) -> None:
         scale = np.float32(float(np.asarray(high).reshape(-1)[0]) / 127.0)
     s = float(np.asarray(scale).reshape(-1)[0])
     f32 = lambda v: ops.constant(np.array(v, dtype=np.float32))  # noqa: E731
-    clamp = ops.clamp(fq.input_value(0), 0.0, U8_CODE_MAX * s)
+    src = fq.input_value(0)
+    if src.get_element_type() != f32(0.0).get_output_element_type(0):  # FP16 float parts
+        src = ops.convert(src, "f32").output(0)
+    clamp = ops.clamp(src, 0.0, U8_CODE_MAX * s)
     top = f32(255.0 * s)
     new = ops.fake_quantize(clamp, f32(0.0), top, f32(0.0), top, 256)
-    multiply.output(0).replace(new.output(0))
+    _replace(ops, multiply, new)
+
+
+def _replace(ops: Any, old: Any, new: Any) -> None:
+    """Make ``old``'s consumers read ``new``, converted to ``old``'s element type if needed."""
+    want = old.get_output_element_type(0)
+    if new.get_output_element_type(0) != want:
+        new = ops.convert(new, want)
+    old.output(0).replace(new.output(0))
 
 
 def u8_inputs(model: Any) -> Dict[str, int]:
@@ -233,7 +244,7 @@ def u8_inputs(model: Any) -> Dict[str, int]:
             if scale is None or scale.size not in (1, w.shape[0]):
                 scale = np.asarray(_constant_of(w_fq.input_value(2)), np.float32) / 127.0
             deq = dequantized_8bit(w, scale).reshape(tuple(w_mul.get_output_shape(0)))
-            w_mul.output(0).replace(ops.constant(deq).output(0))
+            _replace(ops, w_mul, ops.constant(deq))
             counts["float"] += 1
         elif nonnegative(a_fq.input_value(0), memo):
             _u8_input(ops, a_mul, a_fq)
@@ -241,7 +252,7 @@ def u8_inputs(model: Any) -> Dict[str, int]:
         else:
             q, scale = weights_7bit(w, axis=0)
             deq = ops.multiply(ops.convert(ops.constant(q), "f32"), ops.constant(scale))
-            w_mul.output(0).replace(deq.output(0))
+            _replace(ops, w_mul, deq)
             counts["w7"] += 1
     model.validate_nodes_and_infer_types()
     return counts
