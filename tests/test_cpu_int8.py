@@ -76,6 +76,24 @@ def test_probe_can_be_forced_both_ways(monkeypatch):
     assert FORCE_ENV in str(e.value) and "\n" not in str(e.value)
 
 
+def test_pair_bounded_weights_cannot_overflow_a_16_bit_pair_sum():
+    from cifrenet_edge.runtime.cpu_int8 import PAIR_CODE_SUM_MAX, weights_pair_bounded
+
+    rng = np.random.default_rng(1)
+    w = rng.normal(0, 0.1, (16, 8, 3, 3)).astype(np.float32)
+    w[3] *= 40
+    w[5, 0, 0, 0] = 3.0  # one outlier: its channel keeps ~8 bits for the rest
+    q, scale = weights_pair_bounded(w)
+    flat = q.reshape(16, -1).astype(np.int32)
+    for sign in (1, -1):
+        top2 = -np.sort(-np.maximum(sign * flat, 0), axis=1)[:, :2].sum(axis=1)
+        assert top2.max() <= PAIR_CODE_SUM_MAX
+    assert 255 * PAIR_CODE_SUM_MAX <= 2**15 - 1
+    _, s7 = weights_7bit(w, axis=0)
+    assert np.all(scale <= s7) and scale[5] < 0.6 * s7[5]  # never coarser than 7-bit
+    assert np.abs(q * scale - w).max() <= scale.max() / 2 + 1e-6
+
+
 def test_seven_bit_weights_cannot_overflow_a_16_bit_pair_sum():
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.1, (16, 8, 3, 3)).astype(np.float32)
@@ -207,7 +225,7 @@ def _u8_pairs(model):
 
 
 def test_u8_inputs_variant_is_saturation_free_by_construction(int8_env, int8_default):
-    """Every conv whose input may be negative has 7-bit weights; every u8 tensor is >= 0."""
+    """Every conv whose input may be negative has pair-bounded weights; every u8 tensor >= 0."""
 
     from cifrenet_edge.quantize.graph import (
         _weight_of,
@@ -222,13 +240,20 @@ def test_u8_inputs_variant_is_saturation_free_by_construction(int8_env, int8_def
     kinds = conv_input_kinds(model)
     counts = u8_inputs_variant(model)
     assert counts == int8_default.manifest["parity"]["variants"]["u8_inputs"]["convs"]
-    assert counts["u8"] >= 30 and counts["w7"] >= 30 and counts["float"] == 1
+    assert counts["u8"] >= 30 and counts["pairs"] >= 30 and counts["float"] == 1
     graph = model.graph
     prod, values = producers(graph), initializers(graph)
-    for conv in (n for n in graph.node if kinds.get(n.name) == "w7"):
+    for conv in (n for n in graph.node if kinds.get(n.name) == "pairs"):
         w_dq, w, _ = _weight_of(conv, values, prod)
         scale = values[w_dq.input[1]].reshape(-1, *([1] * (w.ndim - 1)))
-        assert np.abs(np.rint(w / scale)).max() <= W7_QMAX, conv.name
+        codes = np.clip(np.rint(w / scale), -127, 127).reshape(w.shape[0], -1)
+        for sign in (1, -1):  # any two same-sign products of u8 <= 255 stay < 2**15
+            top = -np.sort(-np.maximum(sign * codes, 0), axis=1)[:, :2].sum(axis=1)
+            assert 255 * top.max() <= 2**15 - 1, conv.name
+        assert 255 * np.abs(codes).max() <= 2**15 - 1  # opposite signs: one product at most
+    for conv in (n for n in graph.node if kinds.get(n.name) == "u8"):  # 8-bit, u8 <= 127
+        w_dq, w, _ = _weight_of(conv, values, prod)
+        assert 2 * 127 * 127 <= 2**15 - 1 and prod[conv.input[1]].op_type == "DequantizeLinear"
     pairs = _u8_pairs(model)
     assert len(pairs) == counts["u8"]
     for clip, qn in pairs:
@@ -297,7 +322,7 @@ def test_runtime_refuses_a_u8_variant_it_cannot_derive_as_verified(
     m = dict(read_manifest(int8_default.path))
     parity = dict(m["parity"])
     variants = dict(parity["variants"])
-    variants["u8_inputs"] = dict(variants["u8_inputs"], convs={"u8": 1, "w7": 0, "float": 0})
+    variants["u8_inputs"] = dict(variants["u8_inputs"], convs={"u8": 1, "pairs": 0, "float": 0})
     parity["variants"] = variants
     m["parity"] = parity
     write_manifest(bad, m)

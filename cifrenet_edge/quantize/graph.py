@@ -33,7 +33,12 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from ..runtime.cpu_int8 import U8_CODE_MAX, dequantized_8bit, weights_7bit
+from ..runtime.cpu_int8 import (
+    U8_CODE_MAX,
+    dequantized_8bit,
+    weights_7bit,
+    weights_pair_bounded,
+)
 
 WEIGHTED_OPS = ("Conv",)
 # Ops a quantized tensor may feed straight from a Conv's output: the next weighted op's
@@ -476,8 +481,9 @@ def conv_input_kinds(model) -> Dict[str, str]:
     codes 0..127) with the file's 8-bit weights no 16-bit pair sum can overflow
     (2 x 127 x 127 = 32258 < 32767) and the arithmetic is the file's. ``float``: it reads
     the network input (3 channels: the int8 kernel gains little, and 7-bit weights on 27 taps
-    cost the most accuracy), run in float on the file's own quantized values. ``w7``: the
-    rest (input may be negative: oneDNN shifts s8 to u8, codes up to 255): 7-bit weights.
+    cost the most accuracy), run in float on the file's own quantized values. ``pairs``: the
+    rest (input may be negative: oneDNN shifts s8 to u8, codes up to 255): pair-bounded
+    weights (``cpu_int8.weights_pair_bounded``).
     """
     graph = model.graph
     prod = producers(graph)
@@ -499,7 +505,7 @@ def conv_input_kinds(model) -> Dict[str, str]:
         elif nonnegative(x_q.input[0], prod, values, memo):
             kinds[conv.name] = "u8"
         else:
-            kinds[conv.name] = "w7"
+            kinds[conv.name] = "pairs"
     return kinds
 
 
@@ -511,8 +517,8 @@ def u8_inputs_variant(model) -> Dict[str, int]:
     for a tensor that is never negative this is exactly the file's int8 pair
     (round(x / scale) clamped to 0..127), and the clip keeps every u8 code <= 127 by
     construction. A ``float`` conv gets the file's dequantized 8-bit weights as a float
-    initializer (Q/DQ of its input kept): its arithmetic is the file's. ``w7`` convs get
-    7-bit weights. Only used to *verify* the variant; the runtime's OpenVINO backend derives
+    initializer (Q/DQ of its input kept): its arithmetic is the file's. ``pairs`` convs get
+    pair-bounded weights. Only used to *verify* the variant; the runtime's OpenVINO backend derives
     the same variant from the shipped file (``backends/openvino.py``).
     """
     from onnx import TensorProto, helper, numpy_helper
@@ -529,8 +535,8 @@ def u8_inputs_variant(model) -> Dict[str, int]:
         kind = kinds[conv.name]
         if w_float is None:
             raise ValueError(f"{conv.name}: no float weights to derive the CPU variant from")
-        if kind == "w7":
-            _set_weight_scale(conv, w_dq, prod, inits, weights_7bit(w_float, axis=0)[1])
+        if kind == "pairs":
+            _set_weight_scale(conv, w_dq, prod, inits, weights_pair_bounded(w_float)[1])
         elif kind == "float":
             scale = values[w_dq.input[1]]
             name = f"{conv.name}_w_dequantized"
@@ -569,7 +575,7 @@ def u8_inputs_variant(model) -> Dict[str, int]:
     graph.node.extend(nodes)
     _drop_dead_nodes(graph)
     _drop_unused_initializers(graph)
-    counts = {"u8": 0, "w7": 0, "float": 0}
+    counts = {"u8": 0, "pairs": 0, "float": 0}
     for kind in kinds.values():
         counts[kind] += 1
     return counts

@@ -12,7 +12,7 @@ the export verified (``cpu_int8``), derived here from the shipped file's graph:
   of its activation FakeQuantize (s8 codes) and dequantizing ops, Clamp(0, 127 x scale) ->
   FakeQuantize(0 .. 255 x scale, 256 levels): u8 codes 0..127, the file's arithmetic, which
   OpenVINO's low-precision transformations run as a u8 x s8 int8 conv with the file's 8-bit
-  weights. Convs whose input may be negative get 7-bit weights; the conv that reads the
+  weights. Convs whose input may be negative get pair-bounded weights; the conv that reads the
   network input gets the file's dequantized 8-bit weights as a float constant (it runs in
   f32). The per-kind counts must equal what the export verified, or the model is refused.
 - ``weights_7bit`` (older files): every quantized conv's weight chain (float constant ->
@@ -40,7 +40,13 @@ except ImportError:  # 2022.x (older robot images)
     from openvino.runtime import Core, PartialShape, Tensor
 
 from ...errors import BackendUnavailableError, ModelFileError, first_line
-from ..cpu_int8 import U8_CODE_MAX, dequantized_8bit, variant_record, weights_7bit
+from ..cpu_int8 import (
+    U8_CODE_MAX,
+    dequantized_8bit,
+    variant_record,
+    weights_7bit,
+    weights_pair_bounded,
+)
 from .base import Backend, Shape, fixed_precision, parse_device
 
 _CONVS = ("Convolution", "GroupConvolution")
@@ -224,9 +230,9 @@ def _replace(ops: Any, old: Any, new: Any) -> None:
 
 
 def u8_inputs(model: Any) -> Dict[str, int]:
-    """Derive the ``u8_inputs`` CPU variant in place; counts per kind (u8, w7, float)."""
+    """Derive the ``u8_inputs`` CPU variant in place; counts per kind (u8, pairs, float)."""
     ops = _ops()
-    counts = {"u8": 0, "w7": 0, "float": 0}
+    counts = {"u8": 0, "pairs": 0, "float": 0}
     memo: Dict[Any, bool] = {}
     for op in model.get_ordered_ops():
         if op.get_type_name() not in _CONVS:
@@ -250,10 +256,10 @@ def u8_inputs(model: Any) -> Dict[str, int]:
             _u8_input(ops, a_mul, a_fq)
             counts["u8"] += 1
         else:
-            q, scale = weights_7bit(w, axis=0)
+            q, scale = weights_pair_bounded(w)
             deq = ops.multiply(ops.convert(ops.constant(q), "f32"), ops.constant(scale))
             _replace(ops, w_mul, deq)
-            counts["w7"] += 1
+            counts["pairs"] += 1
     model.validate_nodes_and_infer_types()
     return counts
 
