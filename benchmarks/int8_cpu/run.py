@@ -219,6 +219,40 @@ def _profiles(int8, fp32, x, info, threads) -> dict:
     return out
 
 
+def _open_variant_rows(seg: dict, int8, fp32, calib, tmp: Path, threads, info: dict) -> None:
+    """The CPU-variant rows (8-bit forced, u8 inputs, all-7-bit) and the NNCF peer."""
+    from cifrenet_edge.runtime import Segmenter
+
+    before = os.environ.get("CIFRENET_EDGE_INT8_DOT")
+    os.environ["CIFRENET_EDGE_INT8_DOT"] = "1"  # 8-bit weights whatever the CPU
+    seg["openvino int8 8-bit weights"] = Segmenter.open(
+        int8.path, backend="openvino", threads=threads
+    )
+    os.environ["CIFRENET_EDGE_INT8_DOT"] = "0"  # the non-saturating variants
+    seg["openvino int8 u8 inputs"] = Segmenter.open(int8.path, backend="openvino", threads=threads)
+    seg["openvino int8 7-bit weights"] = Segmenter.open(
+        _seven_bit_only(int8, tmp), backend="openvino", threads=threads
+    )
+    if before is None:
+        del os.environ["CIFRENET_EDGE_INT8_DOT"]
+    else:
+        os.environ["CIFRENET_EDGE_INT8_DOT"] = before
+    why_not = nncf_missing()
+    if why_not:
+        info.setdefault("refused", {})["nncf int8"] = why_not
+    else:
+        t1 = time.perf_counter()
+        seg["nncf int8"] = NncfModel(
+            fp32.path, _calibration_frames(calib, fp32), fp32.manifest, threads
+        )
+        info["nncf"] = {
+            "version": seg["nncf int8"].version,
+            "call": "nncf.quantize(ov_model, nncf.Dataset(frames), "
+            "preset=QuantizationPreset.PERFORMANCE)",
+            "quantize_s": round(time.perf_counter() - t1, 1),
+        }
+
+
 def _one_run(cands: dict, args, info) -> dict:
     """One interleaved timing of every candidate, and that run's ratios."""
     res = interleaved(cands, args.rounds)
@@ -371,32 +405,7 @@ def main(argv=None) -> dict:
             seg["openvino fp32 (f32)"] = Segmenter.open(
                 fp32.path, backend="openvino", threads=args.threads
             )
-        os.environ["CIFRENET_EDGE_INT8_DOT"] = "1"  # 8-bit weights whatever the CPU
-        seg["openvino int8 8-bit weights"] = Segmenter.open(
-            int8.path, backend="openvino", threads=args.threads
-        )
-        os.environ["CIFRENET_EDGE_INT8_DOT"] = "0"  # the non-saturating variants
-        seg["openvino int8 u8 inputs"] = Segmenter.open(
-            int8.path, backend="openvino", threads=args.threads
-        )
-        seg["openvino int8 7-bit weights"] = Segmenter.open(
-            _seven_bit_only(int8, tmp), backend="openvino", threads=args.threads
-        )
-        del os.environ["CIFRENET_EDGE_INT8_DOT"]
-        why_not = nncf_missing()
-        if why_not:
-            info.setdefault("refused", {})["nncf int8"] = why_not
-        else:
-            t1 = time.perf_counter()
-            seg["nncf int8"] = NncfModel(
-                fp32.path, _calibration_frames(calib, fp32), fp32.manifest, args.threads
-            )
-            info["nncf"] = {
-                "version": seg["nncf int8"].version,
-                "call": "nncf.quantize(ov_model, nncf.Dataset(frames), "
-                "preset=QuantizationPreset.PERFORMANCE)",
-                "quantize_s": round(time.perf_counter() - t1, 1),
-            }
+        _open_variant_rows(seg, int8, fp32, calib, tmp, args.threads, info)
         info["toolkit_backends"] = {
             "fp32": seg["toolkit fp32"].backend.name,
             "int8": seg["toolkit int8"].backend.name,
