@@ -333,6 +333,28 @@ def test_runtime_refuses_a_u8_variant_it_cannot_derive_as_verified(
     assert "not the one the export verified" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("dot", ["1", "0"])
+def test_openvino_takes_the_class_map_inside_openvino(int8_default, monkeypatch, dot):
+    """predict's arg-max in the graph (no NCHW logits) gives the class map of infer's logits."""
+    from cifrenet_edge.data.synthetic import make_scene
+    from cifrenet_edge.runtime.postprocess import argmax_classes, resize_mask
+    from cifrenet_edge.runtime.preprocess import preprocess
+
+    monkeypatch.setenv(FORCE_ENV, dot)
+    m = int8_default.manifest
+    with Segmenter.open(int8_default.path) as seg:
+        assert seg.backend.name == "openvino" and callable(seg.backend.predict_frame)
+        for seed in (7000, 7001):
+            frame = make_scene(seed, (320, 200))[0]
+            x = preprocess(frame, WH, m["mean_bgr"], m["scale"])
+            want = resize_mask(argmax_classes(seg.backend.infer(x)[0]), (320, 200))
+            got = seg.predict(frame)
+            assert got.shape == (200, 320) and got.dtype == np.uint8
+            assert np.array_equal(got, want)  # stable TopK: ties go to the first class
+            mask, probs = seg.predict(frame, probabilities=True)  # the logits path still works
+            assert probs.shape == (200, 320, len(m["classes"])) and mask.shape == (200, 320)
+
+
 def test_runtime_refuses_int8_that_would_saturate(int8_default, tmp_path, monkeypatch):
     monkeypatch.setenv(FORCE_ENV, "0")
     with pytest.raises(BackendUnavailableError) as e:
