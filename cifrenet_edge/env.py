@@ -83,9 +83,10 @@ def recommend(
                 "precision": "int8",
                 "backend": "openvino",
                 "reason": f"no NVIDIA GPU and no int8 dot product ({int8_reason}): OpenVINO "
-                "runs the INT8 model with 7-bit weights here (8-bit weights would saturate "
-                "its AVX2 kernels); check its speed and agreement on this CPU with "
-                "`cifrenet-edge bench`",
+                "runs the INT8 model's verified non-saturating variant here (u8 inputs with "
+                "8-bit weights where the input is never negative, 7-bit weights elsewhere; "
+                "plain 8-bit weights would saturate its AVX2 kernels); check its speed and "
+                "agreement on this CPU with `cifrenet-edge bench`",
             }
         return {
             "precision": "fp32",

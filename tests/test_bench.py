@@ -350,7 +350,7 @@ def test_int8_rows_carry_their_agreement_with_fp32(tiny_report):
 
 
 def test_tiny_run_without_int8_dot_product(bench_cache):
-    """An AVX2-only CPU: ONNX Runtime INT8 is refused (it would saturate), OpenVINO runs 7-bit."""
+    """An AVX2-only CPU: ONNX Runtime INT8 is refused (it would saturate), OpenVINO runs u8/w7."""
     with _int8_dot("0"):
         rep = _tiny_run(bench_cache)
     rows = {(r.backend, r.precision): r for r in rep.results}
@@ -358,11 +358,12 @@ def test_tiny_run_without_int8_dot_product(bench_cache):
     assert ort8.status == "skipped" and "saturate" in ort8.reason
     ov8 = rows[("openvino", "int8")]
     assert ov8.status == "ok" and ov8.accuracy["weight_bits"] == 7
+    assert ov8.accuracy["variant"] == "u8_inputs" and "u8 inputs" in ov8.accuracy["path"]
     assert ov8.accuracy["measured"] and ov8.accuracy["agreement"] <= 1.0
-    assert check("bench.openvino_w7.agreement", ov8.accuracy["agreement"], ">", 0.5, 1.0)
+    assert check("bench.openvino_u8.agreement", ov8.accuracy["agreement"], ">", 0.5, 1.0)
     console = Console(record=True, width=220)
     B.render_report(rep, console)
-    assert "w7" in console.export_text()
+    assert "% u8" in console.export_text()
 
 
 def test_plot_is_png(tiny_report, tmp_path):

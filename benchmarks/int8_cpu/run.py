@@ -1,8 +1,9 @@
 """INT8 vs FP32 on this CPU, end to end through the toolkit's runtime: one command.
 
-    python benchmarks/int8_cpu/run.py                 # 640x360, ~3-4 minutes
+    python benchmarks/int8_cpu/run.py                 # 640x360, 3 interleaved runs, ~4 min
     python benchmarks/int8_cpu/run.py --rounds 60 --weights best.pth --calib frames/
     python benchmarks/int8_cpu/run.py --emulate-avx2  # an AVX2-only CPU's int8 kernels
+    PYTHONPATH=$PWD /work/venv-nncf/bin/python benchmarks/int8_cpu/run.py   # + the NNCF row
 
 Exports the FP32 ONNX (``export.export_onnx``), quantizes it (``quantize.quantize_onnx``,
 the TensorRT-style s8 symmetric Q/DQ file), then times, interleaved in reshuffled blocks
@@ -27,6 +28,14 @@ the FP32 reference for the headline ratio is then OpenVINO FP32 under the same c
 Runtime's uncapped FP32 is timed and reported too). On a real AVX2-only CPU run it without
 the flag.
 
+Rows for the CPU variants (``openvino int8 u8 inputs``: the runtime's path without an int8
+dot product; ``openvino int8 7-bit weights``: the older all-7-bit variant) and the peer,
+``nncf int8`` (``peers.py``: NNCF given the same FP32 ONNX and the same calibration frames,
+``preset=PERFORMANCE``; skipped with the reason where nncf is not importable). The timed
+block is repeated ``--runs`` times (default 3); the headline is the median of the runs'
+ratios, each run's ratios are recorded. ``--profile`` adds OpenVINO's per-node profile of
+the toolkit INT8 and OpenVINO FP32 models (``PERF_COUNT``).
+
 It also records why onnxruntime is slow on the s8 file: the op counts of the graph ORT
 actually executes after its own optimisations (float Convs left between Q/DQ pairs).
 Writes ``benchmarks/int8_cpu/results/<host>-<UTC time>.json`` with the machine (CPU model,
@@ -50,6 +59,9 @@ import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from peers import NncfModel, nncf_missing, profile, toolkit_int8_compiler  # noqa: E402
+
 FLAGS_OF_INTEREST = (
     "avx2",
     "fma",
@@ -168,12 +180,143 @@ def _agreements(seg: dict, wh) -> dict:
     return out
 
 
+def _seven_bit_only(int8, tmp: Path) -> Path:
+    """A copy of the INT8 file whose manifest only verifies the all-7-bit variant."""
+    from cifrenet_edge.manifest import write_manifest
+
+    out = tmp / "m_int8_w7only.onnx"
+    out.write_bytes(Path(int8.path).read_bytes())
+    m = dict(int8.manifest)
+    variants = {"weights_7bit": m["parity"]["variants"]["weights_7bit"]}
+    m["parity"] = dict(m["parity"], variants=variants)
+    write_manifest(out, m)
+    return out
+
+
+def _calibration_frames(calib, fp32) -> list:
+    """The preprocessed frames ``quantize_onnx`` calibrated on (its held-out split removed)."""
+    from cifrenet_edge.calib import load_calibration
+    from cifrenet_edge.quantize.pipeline import _split
+
+    m = fp32.manifest
+    data = load_calibration(calib, tuple(m["resolution"]), mean_bgr=m["mean_bgr"], scale=m["scale"])
+    return list(_split(data)[0].batches)
+
+
+def _profiles(int8, fp32, x, info, threads) -> dict:
+    import openvino as ov
+
+    variant = info["toolkit_backends"]["int8_variant"]
+    out = {
+        "toolkit int8": profile(
+            toolkit_int8_compiler(int8.path, int8.manifest, variant, threads), x
+        )
+    }
+    out["toolkit int8"]["variant"] = variant
+    out["openvino fp32"] = profile(
+        lambda cfg: ov.Core().compile_model(str(fp32.path), "CPU", cfg), x
+    )
+    return out
+
+
+def _open_variant_rows(seg: dict, int8, fp32, calib, tmp: Path, threads, info: dict) -> None:
+    """The CPU-variant rows (8-bit forced, u8 inputs, all-7-bit) and the NNCF peer."""
+    from cifrenet_edge.runtime import Segmenter
+
+    before = os.environ.get("CIFRENET_EDGE_INT8_DOT")
+    os.environ["CIFRENET_EDGE_INT8_DOT"] = "1"  # 8-bit weights whatever the CPU
+    seg["openvino int8 8-bit weights"] = Segmenter.open(
+        int8.path, backend="openvino", threads=threads
+    )
+    os.environ["CIFRENET_EDGE_INT8_DOT"] = "0"  # the non-saturating variants
+    seg["openvino int8 u8 inputs"] = Segmenter.open(int8.path, backend="openvino", threads=threads)
+    seg["openvino int8 7-bit weights"] = Segmenter.open(
+        _seven_bit_only(int8, tmp), backend="openvino", threads=threads
+    )
+    if before is None:
+        del os.environ["CIFRENET_EDGE_INT8_DOT"]
+    else:
+        os.environ["CIFRENET_EDGE_INT8_DOT"] = before
+    why_not = nncf_missing()
+    if why_not:
+        info.setdefault("refused", {})["nncf int8"] = why_not
+    else:
+        t1 = time.perf_counter()
+        seg["nncf int8"] = NncfModel(
+            fp32.path, _calibration_frames(calib, fp32), fp32.manifest, threads
+        )
+        info["nncf"] = {
+            "version": seg["nncf int8"].version,
+            "call": "nncf.quantize(ov_model, nncf.Dataset(frames), "
+            "preset=QuantizationPreset.PERFORMANCE)",
+            "quantize_s": round(time.perf_counter() - t1, 1),
+        }
+
+
+def _one_run(cands: dict, args, info) -> dict:
+    """One interleaved timing of every candidate, and that run's ratios."""
+    res = interleaved(cands, args.rounds)
+    med = {k: v["median_ms"] for k, v in res.items()}
+    # the faster FP32 end to end (ONNX Runtime ignores the AVX2 cap: then OpenVINO's only)
+    fp32_e2e = "openvino fp32 (f32) predict"
+    if not args.emulate_avx2 and med["toolkit fp32 predict"] < med[fp32_e2e]:
+        fp32_e2e = "toolkit fp32 predict"
+    fp32_compute = min(
+        med[k] for k in ("onnxruntime fp32 infer", "openvino fp32 (f32) infer") if k in med
+    )
+    if args.emulate_avx2:  # ONNX Runtime ignores the cap: only OpenVINO FP32 is AVX2-honest
+        fp32_compute = med["openvino fp32 (f32) infer"]
+    headline = {
+        "int8_end_to_end_speedup": med[fp32_e2e] / med["toolkit int8 predict"],
+        "int8_compute_speedup": fp32_compute / med["openvino int8 (f32) infer"],
+    }
+    if "nncf int8 infer" in med:
+        headline["nncf_compute_speedup"] = fp32_compute / med["nncf int8 infer"]
+    ratios = {
+        "openvino int8 u8 inputs over 7-bit weights (speed)": med[
+            "openvino int8 7-bit weights infer"
+        ]
+        / med["openvino int8 u8 inputs infer"],
+        "openvino int8 7-bit over 8-bit weights (speed)": med["openvino int8 8-bit weights infer"]
+        / med["openvino int8 7-bit weights infer"],
+        "toolkit int8 speedup over toolkit fp32 (end to end)": med["toolkit fp32 predict"]
+        / med["toolkit int8 predict"],
+        "openvino int8 over openvino fp32 (f32)": med["openvino fp32 (f32) infer"]
+        / med["openvino int8 (f32) infer"],
+        "onnxruntime int8 over onnxruntime fp32": med["onnxruntime fp32 infer"]
+        / med["onnxruntime int8 infer"]
+        if "onnxruntime int8 infer" in med
+        else None,
+        "openvino int8 over onnxruntime fp32": med["onnxruntime fp32 infer"]
+        / med["openvino int8 (f32) infer"],
+        "openvino int8 over nncf int8 (compute)": med["nncf int8 infer"]
+        / med["openvino int8 (f32) infer"]
+        if "nncf int8 infer" in med
+        else None,
+        "openvino int8 over openvino fp32 (default bf16)": med[
+            "openvino fp32 (default precision) infer"
+        ]
+        / med["openvino int8 (f32) infer"]
+        if "openvino fp32 (default precision) infer" in med
+        else None,
+    }
+    return {
+        "timings": res,
+        "headline": headline,
+        "ratios": ratios,
+        "fp32_end_to_end_reference": fp32_e2e,
+        "loadavg": os.getloadavg(),
+    }
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--res", default="640x360")
     ap.add_argument("--weights", default=None, help="trained checkpoint (default: probe model)")
     ap.add_argument("--calib", default=None, help="calibration frames (default: 60 synthetic)")
-    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=3, help="interleaved runs (median recorded)")
+    ap.add_argument("--profile", action="store_true", help="OpenVINO per-node profiles")
     ap.add_argument("--threads", type=int, default=None, help="default: all cores")
     ap.add_argument("--out", default=None)
     ap.add_argument(
@@ -235,6 +378,7 @@ def main(argv=None) -> dict:
         info["prepare_s"] = round(time.perf_counter() - t0, 1)
         info["int8_agreement_vs_fp32"] = int8.parity["agreement"]  # Q/DQ in float
         info["int8_7bit_agreement_vs_fp32"] = int8.parity["variants"]["weights_7bit"]["agreement"]
+        info["int8_u8_inputs_agreement_vs_fp32"] = int8.parity["variants"]["u8_inputs"]["agreement"]
         info["this_cpu_at_export"] = {
             k: int8.parity["this_cpu"].get(k) for k in ("backend", "weight_bits", "agreement")
         }
@@ -264,19 +408,12 @@ def main(argv=None) -> dict:
             seg["openvino fp32 (f32)"] = Segmenter.open(
                 fp32.path, backend="openvino", threads=args.threads
             )
-        os.environ["CIFRENET_EDGE_INT8_DOT"] = "1"  # 8-bit weights whatever the CPU
-        seg["openvino int8 8-bit weights"] = Segmenter.open(
-            int8.path, backend="openvino", threads=args.threads
-        )
-        os.environ["CIFRENET_EDGE_INT8_DOT"] = "0"  # the non-saturating variant
-        seg["openvino int8 7-bit weights"] = Segmenter.open(
-            int8.path, backend="openvino", threads=args.threads
-        )
-        del os.environ["CIFRENET_EDGE_INT8_DOT"]
+        _open_variant_rows(seg, int8, fp32, calib, tmp, args.threads, info)
         info["toolkit_backends"] = {
             "fp32": seg["toolkit fp32"].backend.name,
             "int8": seg["toolkit int8"].backend.name,
             "int8_weight_bits": seg["toolkit int8"].backend.describe().get("int8_weight_bits"),
+            "int8_variant": seg["toolkit int8"].backend.describe().get("int8_variant"),
             "int8_reason": seg["toolkit int8"].reason,
         }
         info["agreement_end_to_end"] = _agreements(seg, wh)
@@ -296,39 +433,25 @@ def main(argv=None) -> dict:
                 fp32.path, x, args.threads, info
             )
 
-        res = interleaved(cands, args.rounds)
+        if args.profile:
+            info["profile"] = _profiles(int8, fp32, x, info, args.threads)
+        runs = [_one_run(cands, args, info) for _ in range(max(1, args.runs))]
+        info["runs"] = runs
+        res = runs[-1]["timings"]
         med = {k: v["median_ms"] for k, v in res.items()}
         info["timings"] = res
-        fp32_e2e = "openvino fp32 (f32) predict" if args.emulate_avx2 else "toolkit fp32 predict"
         info["headline"] = {
-            "int8_end_to_end_speedup": med[fp32_e2e] / med["toolkit int8 predict"],
-            "fp32_end_to_end_reference": fp32_e2e,
-            "int8_path": info["toolkit_backends"]["int8_reason"],
-            "int8_agreement_end_to_end": info["agreement_end_to_end"]["toolkit int8"],
-            "float_evaluated_reference_agreement": info["int8_agreement_vs_fp32"],
+            k: float(np.median([r["headline"][k] for r in runs])) for k in runs[0]["headline"]
         }
-        info["ratios"] = {
-            "openvino int8 7-bit over 8-bit weights (speed)": med[
-                "openvino int8 8-bit weights infer"
-            ]
-            / med["openvino int8 7-bit weights infer"],
-            "toolkit int8 speedup over toolkit fp32 (end to end)": med["toolkit fp32 predict"]
-            / med["toolkit int8 predict"],
-            "openvino int8 over openvino fp32 (f32)": med["openvino fp32 (f32) infer"]
-            / med["openvino int8 (f32) infer"],
-            "onnxruntime int8 over onnxruntime fp32": med["onnxruntime fp32 infer"]
-            / med["onnxruntime int8 infer"]
-            if "onnxruntime int8 infer" in med
-            else None,
-            "openvino int8 over onnxruntime fp32": med["onnxruntime fp32 infer"]
-            / med["openvino int8 (f32) infer"],
-            "openvino int8 over openvino fp32 (default bf16)": med[
-                "openvino fp32 (default precision) infer"
-            ]
-            / med["openvino int8 (f32) infer"]
-            if "openvino fp32 (default precision) infer" in med
-            else None,
-        }
+        info["headline"].update(
+            fp32_end_to_end_reference=runs[0]["fp32_end_to_end_reference"],
+            int8_path=info["toolkit_backends"]["int8_reason"],
+            int8_agreement_end_to_end=info["agreement_end_to_end"]["toolkit int8"],
+            nncf_agreement_end_to_end=info["agreement_end_to_end"].get("nncf int8"),
+            float_evaluated_reference_agreement=info["int8_agreement_vs_fp32"],
+            runs=len(runs),
+        )
+        info["ratios"] = runs[-1]["ratios"]
         for s in seg.values():
             s.close()
     info["machine"]["loadavg_end"] = os.getloadavg()

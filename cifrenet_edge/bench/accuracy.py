@@ -69,6 +69,7 @@ def measure_agreement(
         "reference": REFERENCE,
         "path": segmenter.reason,
         "weight_bits": segmenter.backend.describe().get("int8_weight_bits"),
+        "variant": segmenter.backend.describe().get("int8_variant"),
     }
     if ref_path is None:
         recorded = (manifest.get("parity") or {}).get("agreement")

@@ -123,7 +123,7 @@ def _resolution_table(report: BenchReport, wh: Tuple[int, int], dev: str) -> Any
 
 
 def _agreement_cell(r: Any) -> str:
-    """INT8 rows: pixel agreement of the class map with FP32 (7-bit weights marked 'w7')."""
+    """INT8 rows: agreement of the class map with FP32, the CPU variant marked (u8 / w7)."""
     acc = r.accuracy
     if r.precision != "int8" or not acc:
         return "-"
@@ -131,7 +131,9 @@ def _agreement_cell(r: Any) -> str:
     if value is None:
         return "n/a"
     text = f"{100 * value:.1f}%"
-    if acc.get("weight_bits") == 7:
+    if acc.get("variant") == "u8_inputs":
+        text += " u8"
+    elif acc.get("weight_bits") == 7:
         text += " w7"
     return text if acc.get("measured") else text + " (export)"
 
@@ -234,8 +236,9 @@ def _render_footer(report: BenchReport, console: Any) -> None:
     if any(r.accuracy for r in report.results):
         console.print(
             "  vs FP32: share of pixels whose class equals the FP32 ONNX model's, on the "
-            "end-to-end frame and 3 synthetic scenes; w7 = 7-bit weights (a CPU without an "
-            "int8 dot product)."
+            "end-to-end frame and 3 synthetic scenes; on a CPU without an int8 dot product: "
+            "u8 = u8 inputs with 8-bit weights where the input is never negative, 7-bit "
+            "weights elsewhere; w7 = 7-bit weights everywhere (older files)."
         )
     for n in report.notes:
         style = "bold yellow" if n.startswith("WARNING") else ""

@@ -6,7 +6,8 @@ written here is verified here. The package follows the data:
 
 - ``calibrate``: ONNX Runtime's static quantizer with TensorRT's recipe;
 - ``graph``: TensorRT's Q/DQ rules checked on the graph, and the rewrites (Conv+Add
-  fusion, dedicated pairs, FP16 float parts, the 7-bit CPU variant);
+  fusion, dedicated pairs, FP16 float parts, the CPU variants for CPUs without an int8
+  dot product);
 - ``verify``: the gate (Q/DQ evaluated in float: the same verdict on every CPU), variants,
   and this CPU's own INT8 path apart;
 - ``pipeline``: ``quantize_onnx``, the entry point.
@@ -15,12 +16,14 @@ written here is verified here. The package follows the data:
 from .calibrate import METHODS, PERCENTILE, QUANTIZED_OP_TYPES, model_batches, recipe
 from .graph import (
     check_qdq_rules,
+    conv_input_kinds,
     dedicate_qdq_pairs,
     find_sensitive_nodes,
     fp16_float_parts,
     fuse_residual_adds,
     grouped_convs,
     seven_bit_weights,
+    u8_inputs_variant,
     weight_form,
 )
 from .pipeline import (
@@ -45,6 +48,7 @@ __all__ = [
     "STRONGLY_TYPED_TARGETS",
     "agreement_report",
     "check_qdq_rules",
+    "conv_input_kinds",
     "dedicate_qdq_pairs",
     "default_int8_path",
     "find_sensitive_nodes",
@@ -56,6 +60,7 @@ __all__ = [
     "recipe",
     "seven_bit_weights",
     "this_cpu_int8",
+    "u8_inputs_variant",
     "verify_int8",
     "weight_form",
 ]

@@ -22,8 +22,9 @@ Rules (``check_qdq_rules``), each from NVIDIA's Q/DQ guidance (TensorRT develope
   same numbers, so the graph never depends on the answer;
 - the classifier conv and the x8 Resize can stay float (``keep_float``).
 
-Rewrites: ``fuse_residual_adds``, ``dedicate_qdq_pairs``, ``seven_bit_weights`` (the CPU
-variant), ``fp16_float_parts`` (strongly typed TensorRT 10/11 builds).
+Rewrites: ``fuse_residual_adds``, ``dedicate_qdq_pairs``, ``seven_bit_weights`` and
+``u8_inputs_variant`` (the CPU variants for CPUs without an int8 dot product),
+``fp16_float_parts`` (strongly typed TensorRT 10/11 builds).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from ..runtime.cpu_int8 import weights_7bit
+from ..runtime.cpu_int8 import (
+    U8_CODE_MAX,
+    dequantized_8bit,
+    weights_7bit,
+    weights_pair_bounded,
+)
 
 WEIGHTED_OPS = ("Conv",)
 # Ops a quantized tensor may feed straight from a Conv's output: the next weighted op's
@@ -473,6 +479,16 @@ def dedicate_qdq_pairs(model) -> int:
     return made
 
 
+def _set_weight_scale(conv, w_dq, prod, inits, scale: np.ndarray) -> None:
+    """Point a quantized conv's weight Q and DQ at a new per-channel scale."""
+    from onnx import numpy_helper
+
+    dtype = numpy_helper.to_array(inits[w_dq.input[1]]).dtype
+    flat = scale.reshape(-1).astype(dtype)
+    for name in {w_dq.input[1], prod[w_dq.input[0]].input[1]}:
+        inits[name].CopyFrom(numpy_helper.from_array(flat, name))
+
+
 def seven_bit_weights(model) -> int:
     """The CPU variant: every quantized Conv weight requantized to 7 bits (in place).
 
@@ -481,8 +497,6 @@ def seven_bit_weights(model) -> int:
     used to *verify* that variant at export: the artifact keeps 8-bit weights. Returns the
     number of convs rewritten; raises ValueError for a weight form it cannot derive from.
     """
-    from onnx import numpy_helper
-
     graph = model.graph
     prod = producers(graph)
     inits = {i.name: i for i in graph.initializer}
@@ -492,16 +506,166 @@ def seven_bit_weights(model) -> int:
         w_dq, w_float, _ = _weight_of(conv, values, prod)
         if w_dq is None:
             continue
-        w_q = prod.get(w_dq.input[0])
-        if w_float is None or w_q is None:
+        if w_float is None or prod.get(w_dq.input[0]) is None:
             raise ValueError(f"{conv.name}: no float weights to derive 7-bit weights from")
-        _, scale = weights_7bit(w_float, axis=0)
-        dtype = numpy_helper.to_array(inits[w_dq.input[1]]).dtype
-        flat = scale.reshape(-1).astype(dtype)
-        for name in {w_dq.input[1], w_q.input[1]}:
-            inits[name].CopyFrom(numpy_helper.from_array(flat, name))
+        _set_weight_scale(conv, w_dq, prod, inits, weights_7bit(w_float, axis=0)[1])
         done += 1
     return done
+
+
+# Ops whose output is >= 0 whenever every (data) input is: the walk that proves a conv input
+# can never be negative. Anything not listed (PRelu, LeakyRelu, Conv, Sub...) may be negative.
+_NONNEG_ALWAYS = ("Relu", "Sigmoid")
+_NONNEG_IF_FIRST = ("MaxPool", "AveragePool", "GlobalAveragePool", "Resize", "Reshape", "Cast")
+_NONNEG_IF_ALL = ("Concat", "Add", "Mul")
+
+
+def nonnegative(name: str, prod: Dict[str, Any], values: Dict[str, np.ndarray], memo) -> bool:
+    """Whether tensor ``name`` is provably >= 0 for every input (a sound, partial proof).
+
+    Clip with a constant min >= 0 (ReLU6), Relu, Sigmoid; pooling/resize/reshape of such a
+    tensor; Concat/Add/Mul of such tensors; a zero-point-0 Q/DQ of one.
+    """
+    if name in memo:
+        return memo[name]
+    memo[name] = False  # cycles cannot occur in ONNX, but never recurse forever
+    node = prod.get(name)
+    if node is None:
+        ok = name in values and bool(np.all(values[name] >= 0))
+    elif node.op_type in _NONNEG_ALWAYS:
+        ok = True
+    elif node.op_type == "Clip":
+        low = const_value(node.input[1], values, prod) if len(node.input) > 1 else None
+        ok = low is not None and node.input[1] != "" and float(np.min(low)) >= 0
+    elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        zp = const_value(node.input[2], values, prod) if len(node.input) > 2 else None
+        ok = zp is not None and not np.any(zp) and nonnegative(node.input[0], prod, values, memo)
+    elif node.op_type in _NONNEG_IF_FIRST:
+        ok = nonnegative(node.input[0], prod, values, memo)
+    elif node.op_type in _NONNEG_IF_ALL:
+        ok = all(nonnegative(i, prod, values, memo) for i in node.input if i)
+    else:
+        ok = False
+    memo[name] = ok
+    return ok
+
+
+def conv_input_kinds(model) -> Dict[str, str]:
+    """Each quantized conv's CPU treatment without an int8 dot product, by node name.
+
+    ``u8``: its input is provably non-negative, so as u8 (zero point 0, the same scale,
+    codes 0..127) with the file's 8-bit weights no 16-bit pair sum can overflow
+    (2 x 127 x 127 = 32258 < 32767) and the arithmetic is the file's. ``float``: it reads
+    the network input (3 channels: the int8 kernel gains little, and 7-bit weights on 27 taps
+    cost the most accuracy), run in float on the file's own quantized values. ``pairs``: the
+    rest (input may be negative: oneDNN shifts s8 to u8, codes up to 255): pair-bounded
+    weights (``cpu_int8.weights_pair_bounded``).
+    """
+    graph = model.graph
+    prod = producers(graph)
+    values = initializers(graph)
+    inputs = {i.name for i in graph.input}
+    memo: Dict[str, bool] = {}
+    kinds = {}
+    for conv in (n for n in graph.node if n.op_type in WEIGHTED_OPS):
+        w_dq, _, _ = _weight_of(conv, values, prod)
+        x_dq = prod.get(conv.input[0])
+        x_q = prod.get(x_dq.input[0]) if x_dq is not None else None
+        if w_dq is None or x_q is None or x_q.op_type != "QuantizeLinear":
+            continue
+        src = x_q.input[0]
+        while src in prod and prod[src].op_type == "Cast":  # FP16 float parts cast the input
+            src = prod[src].input[0]
+        if src in inputs:
+            kinds[conv.name] = "float"
+        elif nonnegative(x_q.input[0], prod, values, memo):
+            kinds[conv.name] = "u8"
+        else:
+            kinds[conv.name] = "pairs"
+    return kinds
+
+
+def u8_inputs_variant(model) -> Dict[str, int]:
+    """The CPU variant for an int8 kernel without a dot product (in place); counts per kind.
+
+    ``conv_input_kinds`` decides per conv. A ``u8`` conv's activation pair becomes
+    Clip(0, 127 x scale) -> QuantizeLinear(scale, uint8 zero point 0) -> DequantizeLinear:
+    for a tensor that is never negative this is exactly the file's int8 pair
+    (round(x / scale) clamped to 0..127), and the clip keeps every u8 code <= 127 by
+    construction. A ``float`` conv gets the file's dequantized 8-bit weights as a float
+    initializer (Q/DQ of its input kept): its arithmetic is the file's. ``pairs`` convs get
+    pair-bounded weights. Only used to *verify* the variant; the runtime's OpenVINO backend derives
+    the same variant from the shipped file (``backends/openvino.py``).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    kinds = conv_input_kinds(model)
+    prod = producers(graph)
+    inits = {i.name: i for i in graph.initializer}
+    values = initializers(graph)
+    clips: Dict[str, Any] = {}  # Q node name -> the Clip to insert before it
+    retyped = set()  # Q outputs now uint8 (a converted graph may declare them int8)
+    for conv in (n for n in graph.node if n.name in kinds):
+        w_dq, w_float, _ = _weight_of(conv, values, prod)
+        kind = kinds[conv.name]
+        if w_float is None:
+            raise ValueError(f"{conv.name}: no float weights to derive the CPU variant from")
+        if kind == "pairs":
+            _set_weight_scale(conv, w_dq, prod, inits, weights_pair_bounded(w_float)[1])
+        elif kind == "float":
+            scale = values[w_dq.input[1]]
+            name = f"{conv.name}_w_dequantized"
+            deq = dequantized_8bit(w_float, scale).astype(scale.dtype)
+            graph.initializer.append(numpy_helper.from_array(deq, name))
+            conv.input[1] = name
+        else:
+            x_dq = prod[conv.input[0]]
+            x_q = prod[x_dq.input[0]]
+            scale = np.asarray(values[x_q.input[1]]).reshape(-1)[:1]
+            base = f"{x_q.name}_u8"
+            graph.initializer.extend(
+                [
+                    numpy_helper.from_array(np.zeros((), scale.dtype), base + "_lo"),
+                    numpy_helper.from_array(
+                        (U8_CODE_MAX * scale[0]).astype(scale.dtype), base + "_hi"
+                    ),
+                    numpy_helper.from_array(np.array(0, np.uint8), base + "_zp"),
+                ]
+            )
+            clips[x_q.name] = helper.make_node(
+                "Clip", [x_q.input[0], base + "_lo", base + "_hi"], [base + "_c"], name=base
+            )
+            x_q.input[0] = base + "_c"
+            x_q.input[2] = x_dq.input[2] = base + "_zp"
+            retyped.add(x_q.output[0])
+    for info in graph.value_info:
+        if info.name in retyped:
+            info.type.tensor_type.elem_type = TensorProto.UINT8
+    nodes = []
+    for n in graph.node:
+        if n.name in clips:
+            nodes.append(clips[n.name])
+        nodes.append(n)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_dead_nodes(graph)
+    _drop_unused_initializers(graph)
+    counts = {"u8": 0, "pairs": 0, "float": 0}
+    for kind in kinds.values():
+        counts[kind] += 1
+    return counts
+
+
+def _drop_dead_nodes(graph) -> None:
+    """Remove nodes whose outputs nothing reads (the float conv's old weight Q/DQ)."""
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for n in dead:
+            graph.node.remove(n)
 
 
 FP16_MIN_NORMAL = float(np.finfo(np.float16).tiny)  # 6.1e-5

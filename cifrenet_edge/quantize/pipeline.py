@@ -3,7 +3,7 @@
 Stages: load calibration frames (the runtime's preprocessing) -> ONNX Runtime's static
 quantizer with TensorRT's recipe (``calibrate``) -> FP16 float parts for strongly typed
 targets (``graph.fp16_float_parts``) -> TensorRT's Q/DQ rules on the graph (``graph``) ->
-the gate on held-out frames, Q/DQ evaluated in float, plus the 7-bit CPU variant
+the gate on held-out frames, Q/DQ evaluated in float, plus the CPU variants (u8 inputs, 7-bit)
 (``verify``) -> this CPU's own INT8 path, for information -> file + manifest, atomically.
 A failing gate raises ParityError and leaves no file behind.
 """
@@ -23,7 +23,13 @@ from ..calib import CalibrationData, load_calibration
 from ..errors import CalibrationError, ConfigError, ExportError, ModelFileError, ParityError
 from ..manifest import onnx_metadata_props, read_manifest, write_manifest
 from .calibrate import METHODS, model_batches, quantize_to
-from .graph import check_qdq_rules, fp16_float_parts, seven_bit_weights, weight_form
+from .graph import (
+    check_qdq_rules,
+    fp16_float_parts,
+    seven_bit_weights,
+    u8_inputs_variant,
+    weight_form,
+)
 from .verify import check_gates, fp32_logits, this_cpu_int8, verify_int8
 
 log = logging.getLogger(__name__)
@@ -175,12 +181,15 @@ def _build_graph(src: Path, raw: Path, cal, manifest, method, kf, float_parts):
     return qmodel, dict(rec, graph=rules)
 
 
-def _seven_bit_variant(qmodel) -> bytes:
+def _cpu_variants(qmodel) -> Tuple[Dict[str, bytes], Dict[str, int]]:
+    """The CPUs-without-dot-product variants to verify, and the u8_inputs per-kind counts."""
     import copy
 
-    variant = copy.deepcopy(qmodel)
-    seven_bit_weights(variant)
-    return variant.SerializeToString()
+    w7 = copy.deepcopy(qmodel)
+    seven_bit_weights(w7)
+    u8 = copy.deepcopy(qmodel)
+    counts = u8_inputs_variant(u8)
+    return {"u8_inputs": u8.SerializeToString(), "weights_7bit": w7.SerializeToString()}, counts
 
 
 def _int8_manifest(manifest, cal, rec, src, parity) -> Dict[str, Any]:
@@ -256,6 +265,7 @@ def quantize_onnx(
         qmodel, rec = _build_graph(src, raw, cal, manifest, method, kf, fp)
         inputs = model_batches(held.batches, manifest)
         ref = fp32_logits(src, inputs, input_name)
+        variants, u8_counts = _cpu_variants(qmodel)
         parity = verify_int8(
             src,
             raw,
@@ -264,9 +274,10 @@ def quantize_onnx(
             input_name,
             g,
             manifest=manifest,
-            variants={"weights_7bit": _seven_bit_variant(qmodel)},
+            variants=variants,
             ref=ref,
         )
+        parity["variants"]["u8_inputs"]["convs"] = u8_counts
         parity["holdout"]["how"] = holdout_kind
         if not parity["passed"]:
             raise ParityError(

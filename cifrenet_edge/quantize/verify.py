@@ -10,12 +10,12 @@ kernels saturate (0.60 agreement measured on an AMD EPYC, issue 11) while this r
 gives the same 0.94 as on an AVX-512 VNNI Xeon. Desktops exporting for a Jetson or a
 1080 Ti are judged on what the GPU will compute.
 
-**Variants** verified the same way: the 7-bit-weight CPU variant (``graph.seven_bit_weights``)
-that the runtime runs on CPUs without an int8 dot product; its record decides whether a
-robot without VNNI may run INT8 at all.
+**Variants** verified the same way: the CPU variants the runtime runs on CPUs without an int8
+dot product (``graph.u8_inputs_variant``, and the older all-7-bit ``graph.seven_bit_weights``);
+their records decide whether, and how, a robot without VNNI may run INT8 at all.
 
 **This CPU** is a separate, informational check: the INT8 path this machine's runtime would
-take (``runtime.cpu_int8.plan_cpu_int8``: OpenVINO 8-bit with a dot product, 7-bit without)
+take (``runtime.cpu_int8.plan_cpu_int8``: OpenVINO 8-bit with a dot product, a variant without)
 is run and its agreement reported. It decides CPU deployment on this kind of machine, never
 the TensorRT artifact.
 """

@@ -11,8 +11,10 @@ Which backend runs a file (``choose_backend``), unless ``backend=`` says otherwi
   CUDA provider present) -> ``onnxruntime``;
 * ``.onnx`` on the CPU: an FP32/FP16 model -> ``onnxruntime``; an INT8 (Q/DQ) model -> the
   rule of ``cpu_int8.plan_cpu_int8``: with an int8 dot product (VNNI/AMX/asimddp) OpenVINO
-  on x86-64, else onnxruntime; without one, OpenVINO with 7-bit weights when the export
-  verified them, else a one-line refusal naming the FP32 file (never a saturated result).
+  on x86-64, else onnxruntime; without one, OpenVINO on the non-saturating variant the
+  export verified (u8 inputs where they are never negative, pair-bounded weights elsewhere;
+  or the older all-7-bit one), else a one-line refusal naming the FP32 file (never a
+  saturated result).
 
 Why (benchmarks/int8_cpu/README.md, benchmarks/results/): on the same s8 Q/DQ file OpenVINO
 runs INT8 about 2x faster than its own true-f32 inference, while onnxruntime's CPU provider
