@@ -244,6 +244,15 @@ def int8_env(tmp_path_factory, real_images_dir):
     return {"root": root, "fp32": fp32.path, "calib": calib, "holdout": holdout}
 
 
+# The INT8 gates for the probe model. The product's defaults (0.90 pixels, 0.75 per class)
+# are for trained models; the probe's decision margins are small and its rarest gated class
+# (car, 2-3 % of the pixels) swings 0.85-0.95 over 8-12 held-out frames. Its 7-bit variant
+# measured 0.915-0.919 / 0.754-0.766 under the AVX-512, AVX2 and ATen-default kernels: 2 % of
+# the per-class allowance left. These gates keep >= 20 % and still refuse what saturates
+# (0.63) or a broken calibration (0.56-0.59 / 0.0-0.07).
+PROBE_GATES = {"min_agreement": 0.85, "min_class_agreement": 0.6}
+
+
 @pytest.fixture(scope="session")
 def int8_default(int8_env):
     """The INT8 (Q/DQ) export of ``int8_env``'s model for trt8.6, calibrated and gated."""
@@ -251,6 +260,10 @@ def int8_default(int8_env):
 
     out = int8_env["root"] / "m_int8.onnx"
     res = quantize_onnx(
-        int8_env["fp32"], calib=int8_env["calib"], holdout=int8_env["holdout"], output=out
+        int8_env["fp32"],
+        calib=int8_env["calib"],
+        holdout=int8_env["holdout"],
+        output=out,
+        gates=PROBE_GATES,
     )
     return res

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import INT8_WH as WH
+from conftest import PROBE_GATES
 from thresholds import check
 
 from cifrenet_edge import Segmenter
@@ -387,12 +388,13 @@ AVX2_SCRIPT = textwrap.dedent(
     from cifrenet_edge.quantize.verify import session
 
     fp32, calib, holdout, out = (Path(a) for a in sys.argv[1:5])
+    gates = json.loads(sys.argv[5])
     m = read_manifest(fp32)
     xs = list(load_calibration(holdout, tuple(m["resolution"]), mean_bgr=m["mean_bgr"],
                                scale=m["scale"]).batches)
     ref = [session(fp32).run(None, {"input": x})[0] for x in xs]
     # the export on a CPU whose int8 kernels saturate: the gate must not care
-    res = q.quantize_onnx(fp32, calib=calib, holdout=holdout, output=out, quiet=True)
+    res = q.quantize_onnx(fp32, calib=calib, holdout=holdout, output=out, quiet=True, gates=gates)
     result = {"gate": res.parity["agreement"], "passed": res.parity["passed"],
               "this_cpu": res.parity["this_cpu"]}
     import os
@@ -430,6 +432,7 @@ def avx2_emulated(int8_env, tmp_path_factory):
     out = tmp_path_factory.mktemp("avx2") / "m_int8.onnx"
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", CIFRENET_EDGE_INT8_DOT="1")
     args = [str(int8_env[k]) for k in ("fp32", "calib", "holdout")] + [str(out)]
+    args.append(json.dumps(PROBE_GATES))
     proc = subprocess.run(
         [sys.executable, "-c", AVX2_SCRIPT, *args],
         env=env,
@@ -443,7 +446,7 @@ def avx2_emulated(int8_env, tmp_path_factory):
 
 def test_avx2_export_passes_the_gate_and_reports_this_cpu_apart(avx2_emulated):
     r = avx2_emulated
-    assert r["passed"] and r["gate"] >= q.DEFAULT_GATES["min_agreement"]
+    assert r["passed"] and r["gate"] >= PROBE_GATES["min_agreement"]
     cpu = r["this_cpu"]  # forced "dot product" on a capped oneDNN: the saturating path
     assert cpu["weight_bits"] == 8 and not cpu["passed"]
     assert check("cpu_int8.avx2_this_cpu_8bit.agreement", cpu["agreement"], "<", 0.85)
@@ -454,7 +457,7 @@ def test_avx2_saturates_8bit_weights_but_not_7bit(avx2_emulated):
     assert r["variant_7bit"] == "weights_7bit" and r["variant_8bit"] == "file"
     # the emulation is real: 8-bit saturates (0.62 measured on an AVX2-only EPYC)
     assert check("cpu_int8.avx2_openvino_8bit.agreement", r["openvino_8bit"], "<", 0.85)
-    gate = q.DEFAULT_GATES["min_agreement"]
+    gate = PROBE_GATES["min_agreement"]
     assert check("cpu_int8.avx2_openvino_7bit.agreement", r["openvino_7bit"], ">=", gate, 1.0)
     gain = r["openvino_7bit"] - r["openvino_8bit"]
     assert check("cpu_int8.avx2_7bit_minus_8bit", gain, ">", 0.1)
@@ -513,6 +516,7 @@ def test_strongly_typed_targets_get_fp16_float_parts(int8_env, tmp_path):
         calib=int8_env["calib"],
         holdout=int8_env["holdout"],
         output=tmp_path / "t10_int8.onnx",
+        gates=PROBE_GATES,
         quiet=True,
     )
     m = res.manifest
