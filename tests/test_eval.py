@@ -80,10 +80,11 @@ def _with_population_bn(model, path: Path, meta: dict) -> Path:
     Why: after 60 steps of batch-4 crops, the running statistics are an exponential average
     of the last few batches, and the BatchNorms on 1x1 pooled maps (attention, DSP and MCIM
     global paths) estimate a variance from 4 values. That estimate, not the weights, makes
-    the eval-mode result chaotic: the same run gave 3.6 to 12.7 mIoU under different kernel
-    ISAs and seeds while its training loss ended within 1.37-1.60. Re-estimating the
-    statistics as a cumulative average over the training set (precise BN) judges what the
-    weights learned: 10.1-11.9 mIoU over those same runs.
+    the eval-mode result chaotic: 24 runs (4 seeds x 3 kernel sets x this schedule and a
+    120-step one at lr 0.01) gave 1.8 to 12.7 eval-mode mIoU (an AVX2-only EPYC: 3.6) while
+    their training losses ended within 1.35-1.60. Re-estimating the statistics as a
+    cumulative average over the training set (precise BN) judges what the weights learned:
+    8.2-12.0 mIoU over those same runs.
     """
     import torch
 
@@ -152,7 +153,9 @@ def learning_failures(losses, trained_eval: dict, trained_ce: float, initial_ce:
       is 0.44-0.62: no learning leaves it near 1.0, and a wrong label mapping in training
       raises it above 1.0, since the model then learns the wrong classes;
     - held-out mIoU 10.1-11.9 against the majority-class baseline's 2.5, pixel accuracy
-      50-56 % against 30 %.
+      50-56 % against 30 % (a broken run: 1.1-1.3 mIoU, 5-7 %).
+    The 120-step schedule at lr 0.01 stayed inside every bound too (CE ratio <= 0.54, mIoU
+    >= 8.2, pixel accuracy >= 46 %).
     """
     failures = []
     ratio = float(np.mean(losses[-5:]) / np.mean(losses[:3]))
@@ -165,7 +168,7 @@ def learning_failures(losses, trained_eval: dict, trained_ce: float, initial_ce:
     miou, bar = trained_eval["miou"], 2.0 * base["miou"] + 1.0
     if not check("train.held_out_miou", miou, ">", bar):
         failures.append(f"held-out mIoU {miou:.2f} <= {bar:.2f} (majority: {base['miou']:.2f})")
-    acc, bar = trained_eval["pixel_accuracy"], base["pixel_accuracy"] + 10.0
+    acc, bar = trained_eval["pixel_accuracy"], base["pixel_accuracy"] + 5.0
     if not check("train.held_out_pixel_accuracy", acc, ">", bar):
         failures.append(f"held-out pixel accuracy {acc:.1f} % <= {bar:.1f} %")
     return failures
