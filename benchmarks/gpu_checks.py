@@ -135,8 +135,8 @@ def _content_model(device: str, work: Path) -> Tuple[Any, Path]:
     follow the image (as tests/conftest.py does with photographs).
     """
     from cifrenet_edge.data.synthetic import make_scene
-    from cifrenet_edge.probe import content_model
-    from cifrenet_edge.weights import save_checkpoint
+    from cifrenet_edge.model.linear_probe import content_model
+    from cifrenet_edge.model.weights import save_checkpoint
 
     model = content_model([make_scene(seed, (256, 128))[0] for seed in range(4)], (256, 128))
     ckpt = work / "content.pth"
@@ -436,9 +436,9 @@ def check_cuda_graph_path(m: Machine, work: Path) -> Dict[str, Any]:
 def check_gpu_argmax(m: Machine, work: Path) -> Dict[str, Any]:
     """CuPy's argmax on the engine's output buffer == the host path, on street scenes."""
     from cifrenet_edge.data.synthetic import make_scene
+    from cifrenet_edge.preprocess import preprocess
     from cifrenet_edge.presets import get_preset
     from cifrenet_edge.runtime.postprocess import argmax_classes, resize_mask
-    from cifrenet_edge.runtime.preprocess import preprocess
 
     if not m.dry_run:
         import cupy  # noqa: F401  (missing CuPy fails the check, loudly)

@@ -21,7 +21,7 @@ from thresholds import check
 
 from cifrenet_edge import Segmenter
 from cifrenet_edge import quantize as q
-from cifrenet_edge.calib import load_calibration
+from cifrenet_edge.data.calibration import load_calibration
 from cifrenet_edge.errors import BackendUnavailableError, ConfigError
 from cifrenet_edge.manifest import read_manifest, write_manifest
 from cifrenet_edge.runtime.cpu_int8 import (
@@ -187,7 +187,7 @@ AVX2_SCRIPT = textwrap.dedent(
     import numpy as np
     from pathlib import Path
     from cifrenet_edge import quantize as q
-    from cifrenet_edge.calib import load_calibration
+    from cifrenet_edge.data.calibration import load_calibration
     from cifrenet_edge.manifest import read_manifest
     from cifrenet_edge.runtime.backends import load_backend
     from cifrenet_edge.quantize.verify import session

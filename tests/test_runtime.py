@@ -394,7 +394,8 @@ sys.meta_path.insert(0, Block())
 import numpy as np, cv2
 import cifrenet_edge.runtime as rt
 from cifrenet_edge import Segmenter
-import cifrenet_edge.runtime.sources, cifrenet_edge.runtime.pipeline, cifrenet_edge.runtime.rosimg
+import cifrenet_edge.runtime.sources, cifrenet_edge.runtime.predict_files
+import cifrenet_edge.runtime.rosimg
 seg = Segmenter.open(sys.argv[1])
 mask = seg.predict(np.zeros((90, 160, 3), np.uint8))
 assert mask.shape == (90, 160)
@@ -421,16 +422,17 @@ def test_runtime_is_python38_syntax():
 
     pkg = ROOT / "cifrenet_edge"
     files = sorted((pkg / "runtime").rglob("*.py"))
-    names = ("errors.py", "_io.py", "manifest.py", "presets.py", "paper.py", "__init__.py")
+    names = ("errors.py", "_io.py", "manifest.py", "presets.py", "preprocess.py", "__init__.py")
+    names += ("model/paper.py",)
     assert_python38(files + [pkg / n for n in names])
 
 
 def test_device_fast_path_is_used_and_warmed(content_onnx, ort_seg, frames):
     """The Segmenter's contract with a backend that post-processes on its device (TensorRT's
     ``predict_frame``): used for class maps, warmed at open, bypassed for probabilities."""
+    from cifrenet_edge.preprocess import preprocess
     from cifrenet_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
     from cifrenet_edge.runtime.postprocess import argmax_classes, resize_mask
-    from cifrenet_edge.runtime.preprocess import preprocess
     from cifrenet_edge.runtime.segmenter import open_manifest
 
     class WithDevicePath(OnnxRuntimeBackend):

@@ -680,8 +680,8 @@ def test_failed_build_leaves_no_engine_and_frees_the_calibrator(
 
 def test_calibrator_feeds_every_batch_then_stops(monkeypatch, real_images_dir, tmp_path):
     """Drive the calibrator as TensorRT does: batches until None, cache written and re-read."""
-    from cifrenet_edge.calib import load_calibration
-    from cifrenet_edge.trt.calibrator import make_entropy_calibrator
+    from cifrenet_edge.data.calibration import load_calibration
+    from cifrenet_edge.trt.int8_calibrator import make_entropy_calibrator
 
     s = StandIn("8.6.1", Scenario("8.6.1"))
     cuda = RecordingCuda()
@@ -701,8 +701,8 @@ def test_calibrator_feeds_every_batch_then_stops(monkeypatch, real_images_dir, t
 
 def test_calibrator_stacks_frames_for_a_static_batch_engine(real_images_dir, tmp_path):
     """A batch-2 engine reads 2 frames from each pointer: the buffer must hold both."""
-    from cifrenet_edge.calib import load_calibration
-    from cifrenet_edge.trt.calibrator import make_entropy_calibrator
+    from cifrenet_edge.data.calibration import load_calibration
+    from cifrenet_edge.trt.int8_calibrator import make_entropy_calibrator
 
     s = StandIn("8.6.1", Scenario("8.6.1"))
     cuda = RecordingCuda()
@@ -717,7 +717,7 @@ def test_calibrator_stacks_frames_for_a_static_batch_engine(real_images_dir, tmp
 
 
 def test_calibration_cache_key_changes_with_each_input():
-    from cifrenet_edge.trt.calibrator import calibration_cache_key
+    from cifrenet_edge.trt.int8_calibrator import calibration_cache_key
 
     base = calibration_cache_key({"sha256": "a"}, "onnx1", "8.6.1")
     assert base == calibration_cache_key({"sha256": "a"}, "onnx1", "8.6.1")

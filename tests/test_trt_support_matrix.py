@@ -143,7 +143,7 @@ def test_build_on_pascal_with_trt10_stops_before_any_work(build_on):
 def test_info_env_names_the_extra_this_gpu_needs():
     from rich.console import Console
 
-    from cifrenet_edge.env import environment_report, render_environment, tensorrt_install
+    from cifrenet_edge.device.env import environment_report, render_environment, tensorrt_install
 
     assert tensorrt_install("6.1")["command"] == "pip install 'cifrenet-edge[trt86]'"
     assert tensorrt_install("8.6")["extra"] == "trt11"

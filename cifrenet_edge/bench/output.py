@@ -160,7 +160,7 @@ def _ratio_table(report: BenchReport) -> Any:
 
 def _render_estimates(report: BenchReport, console: Any) -> None:
     """The roofline estimates, and the measured CPU rows against the local-CPU bound."""
-    from ..estimate import DeviceEstimate, PrecisionBound, render_estimates
+    from .estimate import DeviceEstimate, PrecisionBound, render_estimates
 
     ests = []
     for e in report.estimate:

@@ -49,7 +49,7 @@ from .parity import (
     check_parity,
     parity_frames,
 )
-from .pipeline import PipelineResult, _stage, export
+from .stages import PipelineResult, _stage, export
 from .targets import (
     DEFAULT_OPSET,
     DEFAULT_TARGET,

@@ -77,7 +77,7 @@ def parity_frames(
 
 def _inputs_at(frames: Sequence[np.ndarray], wh: WH, batch: int, preset) -> List[np.ndarray]:
     """Batches of network input at ``wh``, each frame through the runtime's preprocess."""
-    from ..runtime.preprocess import preprocess
+    from ..preprocess import preprocess
 
     xs = [preprocess(f, wh, preset.mean_bgr, preset.scale) for f in frames]
     while len(xs) < batch:

@@ -29,9 +29,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..calib import CalibrationData
+from ..data.calibration import CalibrationData
 from ..errors import ConfigError, ExportError, first_line
-from .calibrate import model_batches, ort
+from .ort_quantizer import model_batches, ort
 
 log = logging.getLogger(__name__)
 

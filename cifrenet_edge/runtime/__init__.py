@@ -28,7 +28,7 @@ except ImportError as _cv2_error:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 else:
-    from .preprocess import check_frame, preprocess
+    from ..preprocess import check_frame, preprocess
     from .segmenter import Segmenter
     from .sources import open_source
 

@@ -60,8 +60,8 @@ from ..errors import (
     first_line,
 )
 from ..manifest import check_manifest
+from ..preprocess import check_frame
 from .backends.base import Backend
-from .preprocess import check_frame
 from .segmenter import Segmenter
 
 # -- the wire protocol (shared with cifrenet_edge/serve/server.py) ----------------------------

@@ -24,10 +24,10 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, ClosedError, ConfigError, FrameError, ModelFileError
 from ..manifest import check_manifest, read_manifest, sidecar_path
+from ..preprocess import check_frame, normalize_into, resize_bgr
 from .backends import TORCH_SUFFIXES, Backend, choose_backend, is_remote, load_backend
 from .backends.base import parse_device
 from .postprocess import argmax_classes, palette_lut, resize_logits, resize_mask, softmax_
-from .preprocess import check_frame, normalize_into, resize_bgr
 
 Resolution = Union[str, Sequence[int], None]
 
@@ -122,7 +122,7 @@ def _check_ort_gpu() -> None:
     driver or without kernels for this GPU: one line with the fix, instead of a provider
     that silently fell back to the CPU.
     """
-    from ..device_check import ORT_GPU, gather_facts, require
+    from ..device.check import ORT_GPU, gather_facts, require
 
     for line in require(ORT_GPU, gather_facts()):
         logging.getLogger("cifrenet_edge").warning("%s", line)

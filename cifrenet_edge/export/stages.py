@@ -274,7 +274,7 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
             Path(path).unlink(missing_ok=True)
         raise
     if int8.eval_data is not None:
-        int8_gate = _stage("evaluate", "int8_gate", "--eval-data")
+        int8_gate = _stage("accuracy.evaluate", "int8_gate", "--eval-data")
         try:
             gate = int8_gate(q, fp32_path, int8.eval_data, int8.max_miou_drop)
             _record_in_onnx(q, "accuracy_gate", gate)
@@ -288,7 +288,7 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
 
 
 def _fp16_stage(result: PipelineResult, h_path: Path) -> Path:
-    convert_fp16_onnx = _stage("fp16", "convert_fp16_onnx", "--precision fp16")
+    convert_fp16_onnx = _stage("quantize.fp16", "convert_fp16_onnx", "--precision fp16")
     half = convert_fp16_onnx(result.fp32.path, h_path)
     result.stages["fp16"] = half
     h = _path_of(half)

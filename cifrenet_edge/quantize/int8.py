@@ -19,11 +19,11 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from .. import __version__
 from .._io import atomic_path, sha256_file
-from ..calib import CalibrationData, load_calibration
+from ..data.calibration import CalibrationData, load_calibration
 from ..errors import CalibrationError, ConfigError, ExportError, ModelFileError, ParityError
 from ..manifest import onnx_metadata_props, read_manifest, write_manifest
-from .calibrate import METHODS, model_batches, quantize_to
 from .graph import check_qdq_rules, fp16_float_parts, seven_bit_weights, weight_form
+from .ort_quantizer import METHODS, model_batches, quantize_to
 from .verify import check_gates, fp32_logits, this_cpu_int8, verify_int8
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _load_frames(calib, holdout, count, manifest):
         data = calib
         _check_preprocessing(data, wh, mean, scale, "calibration")
         if count is not None and count < len(data):
-            from ..calib import evenly_spaced
+            from ..data.calibration import evenly_spaced
 
             data = data.subset(evenly_spaced(len(data), count), "calibration")
     else:

@@ -7,7 +7,7 @@ are compared pixel by pixel with the FP32 ONNX model's in ONNX Runtime (the expo
 reference). The frames: the end-to-end frame plus a few synthetic street scenes the INT8
 model was not calibrated on. Weights matter here (an untrained model paints one class
 everywhere, so any INT8 "agrees"): ``bench`` defaults to the probe model
-(``cifrenet_edge.probe``) for this reason.
+(``cifrenet_edge.model.linear_probe``) for this reason.
 """
 
 from pathlib import Path

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -322,8 +322,8 @@ def estimate_costs(
 @functools.lru_cache(maxsize=16)
 def model_costs(preset: str, wh: Tuple[int, int], batch: int = 1) -> Tuple[object, ...]:
     """Per-layer costs of CIFReNet at ``wh`` (one traced forward; cached per process)."""
-    from .complexity import layer_costs
-    from .model import CIFReNet
+    from ..model.cifrenet import CIFReNet
+    from ..model.complexity import layer_costs
 
     return tuple(layer_costs(CIFReNet(preset), wh, batch=batch))
 

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..errors import FrameError
+from .errors import FrameError
 
 
 def check_frame(frame: object) -> np.ndarray:
