@@ -4,7 +4,7 @@
 The lent GPU machines have CUDA, CuPy, cuda-python and PyTorch but no TensorRT (its
 libraries cannot be fetched there). This script verifies on the real device:
 
-1. ``cuda_wrapper``: ``runtime/cuda.py``'s CudaPython: pinned buffers, device memory, a
+1. ``cuda_wrapper``: ``trt/cuda.py``'s CudaPython: pinned buffers, device memory, a
    non-blocking stream, events, and a CUDA graph (copy in, a PyTorch kernel, copy out)
    replayed on new host data, while another thread uses the legacy stream.
 2. ``tensorrt_backend_*``: the real TensorRT backend over real device memory, with the strict
@@ -85,7 +85,7 @@ class Machine:
             self.cuda = self.sim.SimGpu("10.16", "13.4.4").cuda
             self.rt = self.cuda.rt
         else:
-            from cifrenet_edge.runtime.cuda import CudaPython
+            from cifrenet_edge.trt.cuda import CudaPython
 
             self.cuda = CudaPython(0)
             self.rt = self.cuda.rt

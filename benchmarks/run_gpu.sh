@@ -5,7 +5,7 @@
 # benchmarks/gpu_checks.py verifies the TensorRT backend over real device memory (stand-in
 # engines that compute the network with PyTorch on the backend's pointers and stream; the 8.2
 # binding API and the 10.x tensor API, fixed and dynamic shapes, 4 threads, close() racing
-# predict, CUDA graphs, benchmark_gpu), runtime/cuda.py's pinned buffers, streams, events and
+# predict, CUDA graphs, benchmark_gpu), trt/cuda.py's pinned buffers, streams, events and
 # graphs, CuPy's argmax against the CPU path, and bench's PyTorch CUDA FP32/FP16 rows. One JSON
 # file in $OUT (else benchmarks/results/), about a minute, killed at 8 minutes; any failed check
 # exits non-zero. Nothing is installed: the checkout runs from PYTHONPATH.

@@ -6,7 +6,7 @@ and enums of that version's Python bindings, extracted from NVIDIA's sources) a 
 stand-in ``tensorrt`` module is generated: every class, enum member, method and property
 exists exactly as listed, anything else raises AttributeError and is recorded. ``build_engine``,
 the INT8 calibrator, the progress monitor and the runtime backend are then run through it
-(CUDA through a recording stand-in of ``runtime.cuda.CudaApi``) and the tests assert that no
+(CUDA through a recording stand-in of ``trt.cuda.CudaApi``) and the tests assert that no
 missing member was touched, that no deprecated member was used except where the path needs it,
 and that the version-specific calls were made (``max_workspace_size`` on 8.2,
 ``set_memory_pool_limit`` on 8.5+, ``execute_async_v2`` on 8.2, ``execute_async_v3`` on 8.5+,
@@ -23,8 +23,8 @@ import pytest
 
 from cifrenet_edge.errors import BackendUnavailableError, ConfigError
 from cifrenet_edge.presets import get_preset
-from cifrenet_edge.runtime.cuda import CudaApi
 from cifrenet_edge.trt import api
+from cifrenet_edge.trt.cuda import CudaApi
 
 API_DIR = Path(api.__file__).resolve().parents[1] / "resources" / "trt_api"
 VERSIONS = api.SUPPORTED_VERSIONS
@@ -1105,7 +1105,7 @@ def test_runtime_modules_are_python38():
     assert_python38(
         [
             root / "runtime" / "backends" / "tensorrt.py",
-            root / "runtime" / "cuda.py",
+            root / "trt" / "cuda.py",
             root / "trt" / "api.py",
             root / "trt" / "engine_manifest.py",
             root / "trt" / "__init__.py",

@@ -218,7 +218,7 @@ def test_device_builder_runs_without_opencv(tmp_path):
     """The CUDA wrapper is importable without cv2; the names that need it say so."""
     code = (
         "import sys; sys.modules['cv2'] = None\n"
-        "import cifrenet_edge.runtime.cuda as c\n"
+        "import cifrenet_edge.trt.cuda as c\n"
         "from cifrenet_edge.trt import build\n"
         "assert callable(c.open_cuda)\n"
         "try:\n"

@@ -432,7 +432,7 @@ class SimGpu:
         cuda: Any = None,
         **sim_kwargs: Any,
     ) -> None:
-        from cifrenet_edge.runtime.cuda import CudaPython
+        from cifrenet_edge.trt.cuda import CudaPython
 
         self.compute_ms = compute_ms
         self._executor_for = executor_for

@@ -292,7 +292,7 @@ def environment_report(dla_core: int | None = None) -> dict[str, Any]:
     ``checks``: the device check's rows (``device_check.check_device``), each a mismatch with
     its fix; ``dla_core`` adds the DLA rows for that core.
     """
-    from ..runtime.cuda import probe_cuda
+    from ..trt.cuda import probe_cuda
     from .check import check_device, gather_facts
 
     cuda_info, cuda_why = probe_cuda()

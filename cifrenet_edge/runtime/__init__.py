@@ -15,7 +15,7 @@ from .backends import Backend, choose_backend
 try:
     import cv2  # noqa: F401
 except ImportError as _cv2_error:
-    # The PyTorch-free device builder imports ``runtime.cuda`` only, which needs no OpenCV:
+    # A robot without OpenCV may still use the backends alone (the builder needs no OpenCV):
     # without cv2 the package still imports, and the names that need it say so when used.
     _NO_CV2 = str(_cv2_error)
 

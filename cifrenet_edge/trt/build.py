@@ -84,7 +84,7 @@ def preflight(dla_core: Optional[int] = None) -> str:
 
 def _open_cuda() -> Any:
     """The CUDA wrapper of device 0 (tests replace it with a recording stand-in)."""
-    from ..runtime.cuda import open_cuda
+    from .cuda import open_cuda
 
     return open_cuda(0)
 

@@ -80,7 +80,7 @@ def _dtype(trt_dtype: Any) -> Any:
 
 def _open_cuda(device_id: int) -> Any:
     """The CUDA wrapper (tests substitute a recording stand-in)."""
-    from ..cuda import open_cuda
+    from ...trt.cuda import open_cuda
 
     return open_cuda(device_id)
 
