@@ -32,7 +32,7 @@ BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
 ALLOWED_MATH = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "fp16", "int8")}
 # Layers that move data in a fused engine; BN, activations, dropout fold into convs.
 MOVING_KINDS = ("Conv2d", "Linear", "Resize", "AdaptiveAvgPool2d")
-DEVICES_FILE = Path(__file__).resolve().parent / "resources" / "devices.json"
+DEVICES_FILE = Path(__file__).resolve().parents[1] / "resources" / "devices.json"
 LABEL = "ESTIMATE (roofline lower bound, not a measurement)"
 
 
