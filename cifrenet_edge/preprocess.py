@@ -13,6 +13,9 @@ import numpy as np
 
 from .errors import FrameError
 
+#: image files every loader reads (camera folders, calibration sets, datasets)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
 
 def check_frame(frame: object) -> np.ndarray:
     """Accept an HxWx3 uint8 BGR frame; anything else is a FrameError saying what to do."""

@@ -28,9 +28,8 @@ import numpy as np
 
 from .._io import make_dir, sha256_file
 from ..errors import CalibrationError, ConfigError, FrameError
-from ..preprocess import check_frame, preprocess, resize_bgr
+from ..preprocess import IMAGE_SUFFIXES, check_frame, preprocess, resize_bgr
 from ..presets import BGR_MEAN, INPUT_SCALE
-from ..runtime.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

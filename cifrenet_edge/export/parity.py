@@ -15,7 +15,7 @@ import numpy as np
 
 from .._io import PathLike
 from ..errors import ConfigError, ParityError
-from ..runtime.sources import IMAGE_SUFFIXES
+from ..preprocess import IMAGE_SUFFIXES
 from .graph import INPUT_NAME, OUTPUT_NAME, WH
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `cifrenet-edge --help` must not load torch

@@ -99,7 +99,6 @@ def export(
     int8: Optional[Int8Options] = None,
     engine: Optional[EngineOptions] = None,
     quiet: bool = False,
-    triton: Optional[Any] = None,
 ) -> PipelineResult:
     """The whole export: FP32 ONNX, then INT8/FP16 and/or a TensorRT engine as asked.
 
@@ -110,14 +109,14 @@ def export(
     trt8.6, or for ``format="engine"`` to the TensorRT installed here (the one that builds
     the engine).
 
-    ``format="triton"``: the same pipeline, then its artifact as a Triton model repository
-    at ``output`` (``serve/triton_repo.py``, options ``triton``: a ``TritonOptions``).
+    A Triton repository (``--format triton``) is this export followed by a repository
+    writer: ``serve.triton_repo.export_triton``, which the CLI calls (serving builds on the
+    export, never the other way round).
     """
     if str(format).lower() == "triton":
-        from ..serve.triton_repo import export_triton
-
-        return export_triton(
-            output, triton, onnx, precision=precision, int8=int8, engine=engine, quiet=quiet
+        raise ConfigError(
+            "export() writes model files: for a Triton repository call "
+            "cifrenet_edge.serve.triton_repo.export_triton (the CLI's --format triton)"
         )
     onnx = onnx if onnx is not None else OnnxOptions()
     int8 = int8 if int8 is not None else Int8Options()

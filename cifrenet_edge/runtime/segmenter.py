@@ -23,53 +23,11 @@ import cv2
 import numpy as np
 
 from ..errors import BackendUnavailableError, ClosedError, ConfigError, FrameError, ModelFileError
-from ..manifest import check_manifest, read_manifest, sidecar_path
+from ..manifest import Resolution, check_manifest, model_input_wh, read_manifest, sidecar_path
 from ..preprocess import check_frame, normalize_into, resize_bgr
 from .backends import TORCH_SUFFIXES, Backend, choose_backend, is_remote, load_backend
 from .backends.base import parse_device
 from .postprocess import argmax_classes, palette_lut, resize_logits, resize_mask, softmax_
-
-Resolution = Union[str, Sequence[int], None]
-
-
-def _parse_wh(resolution: Resolution) -> Optional[Tuple[int, int]]:
-    if resolution is None:
-        return None
-    if isinstance(resolution, str):
-        from ..presets import parse_resolution
-
-        return parse_resolution(resolution)
-    try:
-        w, h = (int(v) for v in resolution)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"resolution {resolution!r} is not (width, height) or 'WIDTHxHEIGHT'"
-        ) from None
-    return w, h
-
-
-def model_input_wh(manifest: Dict[str, Any], requested: Resolution = None) -> Tuple[int, int]:
-    """The (width, height) the model runs at: fixed, the dynamic 'opt', or ``requested``."""
-    want = _parse_wh(requested)
-    fixed = manifest.get("resolution")
-    dynamic = manifest.get("dynamic")
-    if fixed:
-        wh = (int(fixed[0]), int(fixed[1]))
-        if want is not None and want != wh:
-            raise ConfigError(
-                f"this model was exported for a fixed {wh[0]}x{wh[1]}, not "
-                f"{want[0]}x{want[1]}: export it with --dynamic or at that resolution"
-            )
-        return wh
-    lo, opt, hi = dynamic["min"], dynamic["opt"], dynamic["max"]
-    if want is None:
-        return int(opt[0]), int(opt[1])
-    if not (lo[0] <= want[0] <= hi[0] and lo[1] <= want[1] <= hi[1]):
-        raise ConfigError(
-            f"resolution {want[0]}x{want[1]} is outside the model's range {lo[0]}x{lo[1]} .. "
-            f"{hi[0]}x{hi[1]}: pick one inside it or re-export with a wider --dynamic range"
-        )
-    return want
 
 
 def open_manifest(path: Path) -> Dict[str, Any]:
@@ -110,9 +68,17 @@ def _open_remote(
             "{} cannot be chosen by a client of {}: the server runs the model (set them on "
             "`cifrenet-edge serve`)".format(", ".join(asked), url)
         )
-    from .remote import DEFAULT_TIMEOUT_S, open_remote
+    from .remote import DEFAULT_TIMEOUT_S, connect
 
-    return open_remote(url, DEFAULT_TIMEOUT_S if timeout is None else timeout, min(warmup, 1))
+    backend, manifest, reason = connect(url, DEFAULT_TIMEOUT_S if timeout is None else timeout)
+    wh = (backend.input_shape[3], backend.input_shape[2])
+    seg = Segmenter(backend, manifest, wh, url, reason)
+    try:
+        seg.warmup(min(warmup, 1))
+    except BaseException:
+        seg.close()
+        raise
+    return seg
 
 
 def _check_ort_gpu() -> None:
@@ -191,7 +157,7 @@ class Segmenter:
         ``warmup`` inferences run here, so the first real frame is not the slow one.
 
         ``path`` may also be a Triton server's model, ``grpc://HOST:PORT/NAME`` or
-        ``http://...`` (``cifrenet-edge serve``): a ``runtime.remote.RemoteSegmenter`` with the
+        ``http://...`` (``cifrenet-edge serve``): a Segmenter over a ``runtime.remote`` backend,
         same API, whose calls fail within ``timeout`` seconds (default 10) when the server is
         down. The server chooses device, backend, precision and resolution there.
         """
@@ -234,8 +200,12 @@ class Segmenter:
         A device fast path (``predict_frame``) is warmed too: its first call would otherwise
         compile GPU kernels (CuPy's argmax) on the first real frame.
         """
-        x = self._buffers().input
         blank = np.zeros((self._wh[1], self._wh[0], 3), dtype=np.uint8)
+        if not self._backend.returns_logits:  # a server's model: blank frames through it
+            for _ in range(max(int(iterations), 0)):
+                self._backend.predict_frames([blank])
+            return
+        x = self._buffers().input
         for _ in range(max(int(iterations), 0)):
             self._backend.infer(x)
             if self._fast is not None:
@@ -330,6 +300,10 @@ class Segmenter:
                 check_frame(frame)
             except FrameError as exc:
                 raise FrameError(f"frame {i}: {exc}") from None
+        if not self._backend.returns_logits:  # same-size frames travel in one request
+            if probabilities:
+                raise ConfigError(self._backend.why_no_logits())
+            return list(self._backend.predict_frames(frames))
         buf = self._buffers()
         step = buf.input.shape[0] if not self._backend.dynamic_batch else self._backend.max_batch
         if step > buf.input.shape[0]:
