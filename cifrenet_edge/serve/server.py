@@ -11,7 +11,7 @@ The protocol (names in ``runtime/remote.py``):
 
 * input ``frames``: N x H x W x 3 uint8 BGR. A robot sends 1 byte per pixel and channel (0.7
   MB for 640x360, not 2.8 MB of float32 NCHW), and the server resizes and normalises once,
-  with the same code as every other stage (``runtime/preprocess.py``);
+  with the same code as every other stage (``preprocess.py``);
 * outputs ``mask`` (N x H x W uint8 class ids, at the frame's size) and ``overlay``
   (N x H x W x 3 uint8, opacity ``--overlay-alpha``), the latter computed only when a
   client asks for it. The opacity is the server's, not a request parameter: a request can
