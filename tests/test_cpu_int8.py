@@ -4,7 +4,7 @@ Both kinds of CPU are covered on any machine: the probe is forced (``CIFRENET_ED
 for the decision logic, and oneDNN's ISA cap (``ONEDNN_MAX_CPU_ISA=AVX2``, obeyed by
 OpenVINO's CPU plugin) makes an AVX-512 VNNI Xeon execute int8 exactly as an AVX2-only
 CPU does, saturation included -- on an AVX2-only CPU the cap changes nothing. The
-subprocess test below is the end-to-end check that would have caught issue 11.
+subprocess test below is the end-to-end check that catches that saturation.
 """
 
 import json
@@ -215,7 +215,7 @@ AVX2_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def avx2_emulated(int8_env, tmp_path_factory):
-    """Export and run INT8 with oneDNN limited to AVX2 (the AMD EPYC Zen 3 of issue 11)."""
+    """Export and run INT8 with oneDNN limited to AVX2 (like an AVX2-only AMD EPYC Zen 3)."""
     out = tmp_path_factory.mktemp("avx2") / "m_int8.onnx"
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", CIFRENET_EDGE_INT8_DOT="1")
     args = [str(int8_env[k]) for k in ("fp32", "calib", "holdout")] + [str(out)]

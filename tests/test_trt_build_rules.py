@@ -1,4 +1,4 @@
-"""The TensorRT acceptance rules (``trt.rules``) and the build fixes of issue 12, without a GPU.
+"""The TensorRT acceptance rules (``trt.rules``) and the build plan, without a GPU.
 
 Each rule of ``resources/trt_rules.json`` gets a case that breaks it and one that passes:
 tiny ONNX graphs made with ``onnx.helper`` for the graph rules, ``plan_build`` with the facts

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy: `cifrenet-edge --help` must not lo
     import onnx
     import torch
 
-# Parity thresholds (issue 3): the class map is what a segmentation user sees.
+# Parity thresholds: the class map is what a segmentation user sees.
 DEFAULT_MIN_AGREEMENT = 0.9999
 DEFAULT_MAX_ABS_DIFF = 1e-4
 MAX_VERIFY_IMAGES = 8

@@ -271,7 +271,7 @@ def check_target_ops(
             f"{t.description} ({t.devices}) cannot parse {len(bad)} node(s): {shown}; "
             "pick a newer --target or remove these ops from the model"
         )
-    from ..trt.rules import check_target_graph  # what the target's TensorRT refuses (issue 12)
+    from ..trt.rules import check_target_graph  # what the target's TensorRT refuses
 
     report["warnings"] = check_target_graph(model, t.name)
     return report
