@@ -15,6 +15,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 from ._io import PathLike, write_json_atomic
 from .errors import ConfigError, ModelFileError
 
+#: the precisions an artifact can carry (the manifest's ``precision``), lowest last
+PRECISIONS = ("fp32", "fp16", "int8")
+
 MANIFEST_FORMAT = "cifrenet-edge/1"
 METADATA_KEY = "cifrenet_edge"
 # What any runtime needs; a manifest missing one of these is unusable.

@@ -136,35 +136,36 @@ class Preset:
 
 def _build() -> Dict[str, Preset]:
     cs_names, cs_palette = _cityscapes_classes_and_palette()
-    return {
-        "cityscapes": Preset(
-            "cityscapes",
-            19,
-            ((1, 2, 3, 5), (7, 9, 11, 13), (17, 19, 21, 23)),
-            tuple(cs_names),
-            tuple(cs_palette),
-            (1024, 512),
-            {"test": 70.9, "val": 72.9},
+    rows = (
+        Preset(
+            name="cityscapes",
+            num_classes=19,
+            dsp_dilations=((1, 2, 3, 5), (7, 9, 11, 13), (17, 19, 21, 23)),
+            classes=tuple(cs_names),
+            palette_rgb=tuple(cs_palette),
+            train_crop_wh=(1024, 512),
+            paper_miou={"test": 70.9, "val": 72.9},
         ),
-        "camvid": Preset(
-            "camvid",
-            11,
-            ((1, 2, 3, 5), (5, 7, 9, 11), (11, 13, 15, 17)),
-            tuple(CAMVID_CLASSES),
-            tuple(CAMVID_PALETTE),
-            (480, 360),
-            {"test": 64.5},
+        Preset(
+            name="camvid",
+            num_classes=11,
+            dsp_dilations=((1, 2, 3, 5), (5, 7, 9, 11), (11, 13, 15, 17)),
+            classes=tuple(CAMVID_CLASSES),
+            palette_rgb=tuple(CAMVID_PALETTE),
+            train_crop_wh=(480, 360),
+            paper_miou={"test": 64.5},
         ),
-        "helen": Preset(
-            "helen",
-            11,
-            ((1, 2, 3, 5), (3, 5, 7, 11), (7, 9, 11, 13)),
-            tuple(HELEN_CLASSES),
-            tuple(HELEN_PALETTE),
-            (512, 512),
-            {"test": 71.3},
+        Preset(
+            name="helen",
+            num_classes=11,
+            dsp_dilations=((1, 2, 3, 5), (3, 5, 7, 11), (7, 9, 11, 13)),
+            classes=tuple(HELEN_CLASSES),
+            palette_rgb=tuple(HELEN_PALETTE),
+            train_crop_wh=(512, 512),
+            paper_miou={"test": 71.3},
         ),
-    }
+    )
+    return {p.name: p for p in rows}
 
 
 _PRESETS = {}  # type: Dict[str, Preset]

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
+from ..manifest import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
 # Kernels an engine of each precision may pick (TensorRT falls back to wider types when
 # they are faster): the bound uses the fastest of them.

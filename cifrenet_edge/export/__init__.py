@@ -49,7 +49,7 @@ from .parity import (
     check_parity,
     parity_frames,
 )
-from .stages import PipelineResult, _stage, export
+from .stages import PipelineResult, export, needs
 from .targets import (
     DEFAULT_OPSET,
     DEFAULT_TARGET,
@@ -88,7 +88,6 @@ __all__ = [
     "OnnxOptions",
     "PipelineResult",
     "Target",
-    "_stage",
     "build_onnx",
     "check_parity",
     "check_target_ops",
@@ -98,6 +97,7 @@ __all__ = [
     "fold_expand_wildcards",
     "get_target",
     "model_opset",
+    "needs",
     "parity_frames",
     "parser_ops",
     "resolve_opset",

@@ -6,11 +6,11 @@ lazily from its own module, so a machine without TensorRT still exports ONNX.
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .._io import PathLike, atomic_path
 from ..errors import BackendUnavailableError, ConfigError, ExportError
@@ -43,26 +43,20 @@ class PipelineResult:
     stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> its result object
 
 
-def _stage(module: str, attr: str, needed_for: str):
-    """A function from a later pipeline stage, imported only when that stage runs."""
+@contextlib.contextmanager
+def needs(needed_for: str) -> Iterator[None]:
+    """Around a later stage's import: a missing module is one line naming what to install."""
     try:
-        mod = importlib.import_module(f"cifrenet_edge.{module}")
-    except ModuleNotFoundError as exc:
+        yield
+    except ImportError as exc:
         if exc.name and exc.name.startswith("cifrenet_edge"):
             raise BackendUnavailableError(
-                f"{needed_for} needs cifrenet_edge.{module}, which this install lacks: "
+                f"{needed_for} needs {exc.name}, which this install lacks: "
                 "update cifrenet-edge (pip install -U cifrenet-edge)"
             ) from None
         raise BackendUnavailableError(
             f"{needed_for} needs the Python package {exc.name!r}: pip install {exc.name}"
         ) from None
-    fn = getattr(mod, attr, None)
-    if fn is None:
-        raise BackendUnavailableError(
-            f"{needed_for} needs cifrenet_edge.{module}.{attr}, which this install lacks: "
-            "update cifrenet-edge"
-        )
-    return fn
 
 
 def _record_in_onnx(path: Path, key: str, value: Any) -> None:
@@ -199,9 +193,10 @@ def _check(
     default_target = DEFAULT_TARGET
     if fmt == "engine":
         # Fail before the export when this machine cannot build engines at all.
-        trt_module = _stage("trt.api", "import_tensorrt", "--format engine")()
+        with needs("--format engine"):
+            from ..trt import api
+        trt_module = api.import_tensorrt()
         if onnx.target is None:
-            api = importlib.import_module("cifrenet_edge.trt.api")
             default_target = api.target_for_version(api.trt_version(trt_module))
     t, p, wh = onnx.check(default_target)
     int8.check(precision, fmt, t)
@@ -217,7 +212,9 @@ def _check(
     if fmt == "engine":
         # CUDA and the device check (TensorRT vs this GPU, cuda-python vs the driver,
         # JetPack, DLA), still before the export: the build would fail minutes later.
-        _stage("trt.build", "preflight", "--format engine")(engine.dla_core)
+        with needs("--format engine"):
+            from ..trt.build import preflight
+        preflight(engine.dla_core)
     return t, p, wh
 
 
@@ -250,7 +247,8 @@ def _output_paths(
 
 def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: bool) -> Path:
     """INT8 Q/DQ from the FP32 file, then (with eval data) the accuracy gate; the INT8 path."""
-    quantize_onnx = _stage("quantize", "quantize_onnx", "--precision int8")
+    with needs("--precision int8"):
+        from ..quantize import quantize_onnx
     fp32_path = result.fp32.path
     kwargs: Dict[str, Any] = {
         "calib": int8.calib,
@@ -273,7 +271,8 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
             Path(path).unlink(missing_ok=True)
         raise
     if int8.eval_data is not None:
-        int8_gate = _stage("accuracy.evaluate", "int8_gate", "--eval-data")
+        with needs("--eval-data"):
+            from ..accuracy.evaluate import int8_gate
         try:
             gate = int8_gate(q, fp32_path, int8.eval_data, int8.max_miou_drop)
             _record_in_onnx(q, "accuracy_gate", gate)
@@ -287,7 +286,8 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
 
 
 def _fp16_stage(result: PipelineResult, h_path: Path) -> Path:
-    convert_fp16_onnx = _stage("quantize.fp16", "convert_fp16_onnx", "--precision fp16")
+    with needs("--precision fp16"):
+        from ..quantize.fp16 import convert_fp16_onnx
     half = convert_fp16_onnx(result.fp32.path, h_path)
     result.stages["fp16"] = half
     h = _path_of(half)
@@ -304,7 +304,8 @@ def _engine_stage(
     calibrator: bool,
     quiet: bool,
 ) -> None:
-    build_engine = _stage("trt.build", "build_engine", "--format engine")
+    with needs("--format engine"):
+        from ..trt.build import build_engine
     built = build_engine(
         onnx_path,
         precision=precision,

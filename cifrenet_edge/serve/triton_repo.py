@@ -43,11 +43,12 @@ from typing import Any, Dict, List, Optional, Sequence
 from .._io import PathLike, make_dir
 from ..errors import ConfigError, ModelFileError
 from ..manifest import read_manifest
+from ..runtime.backends import ENGINE_SUFFIXES as PLAN_FILES
+from ..runtime.backends import ONNX_SUFFIXES as ONNX_FILES
 from ..runtime.remote import MANIFEST_PARAMETER, valid_model_name
 
 TENSORRT_PARAMETER = "cifrenet_edge_tensorrt"
-ONNX_FILES = (".onnx",)
-PLAN_FILES = (".engine", ".plan", ".trt")
+
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 

@@ -9,9 +9,9 @@ carries it out. Stdlib only, Python 3.8 syntax (the device builder imports it).
 from typing import List, NamedTuple, Optional, Tuple
 
 from ..errors import ConfigError
+from ..manifest import PRECISIONS
 from . import api, rules
 
-PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("qdq", "calibrator")
 
 
