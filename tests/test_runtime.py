@@ -458,3 +458,32 @@ def test_device_fast_path_is_used_and_warmed(content_onnx, ort_seg, frames):
         assert WithDevicePath.calls == 3
         with pytest.raises(FrameError):
             seg.predict(np.zeros((4, 4), np.uint8))  # frames are checked before the device
+
+
+def test_last_timing_is_per_call_and_per_thread(ort_seg, frames):
+    """``last_timing`` holds the calling thread's last call, by phase, and never another's."""
+    import threading
+
+    from cifrenet_edge.runtime import Prediction, Timing
+
+    out = ort_seg.predict(frames[0], probabilities=True)
+    assert isinstance(out, Prediction) and out.mask.shape == frames[0].shape[:2]
+    mask, probs = out  # the tuple form reads as before
+    assert probs.shape[:2] == mask.shape
+    t = ort_seg.last_timing
+    assert isinstance(t, Timing) and t.preprocess_ms > 0 and t.infer_ms > 0
+    assert t.postprocess_ms > 0 and t.total_ms == pytest.approx(
+        t.preprocess_ms + t.infer_ms + t.postprocess_ms
+    )
+    seen = {}
+
+    def other():
+        seen["before"] = ort_seg.last_timing
+        ort_seg.predict_batch(frames[:2])
+        seen["after"] = ort_seg.last_timing
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    worker.join()
+    assert seen["before"] is None and isinstance(seen["after"], Timing)
+    assert ort_seg.last_timing is t  # the other thread's call left this thread's figures

@@ -125,7 +125,7 @@ def export(
     )
     if fmt.lower() == "triton":  # the export, then its artifact as a repository
         result = export_triton(output, triton, onnx_options, **stages)
-        _print_triton(result.stages["triton"])
+        _print_triton(result.stages.triton)
     else:
         result = run_export(onnx_options, format=fmt, output=output, **stages)
     m = result.fp32.manifest

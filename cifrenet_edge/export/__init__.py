@@ -49,7 +49,7 @@ from .parity import (
     check_parity,
     parity_frames,
 )
-from .stages import PipelineResult, export, needs
+from .stages import PipelineResult, Stages, export, needs
 from .targets import (
     DEFAULT_OPSET,
     DEFAULT_TARGET,
@@ -87,6 +87,7 @@ __all__ = [
     "Int8Options",
     "OnnxOptions",
     "PipelineResult",
+    "Stages",
     "Target",
     "build_onnx",
     "check_parity",

@@ -10,7 +10,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from .._io import PathLike, atomic_path
 from ..errors import BackendUnavailableError, ConfigError, ExportError
@@ -32,6 +32,26 @@ from .options import FORMATS, PRECISIONS, EngineOptions, Int8Options, OnnxOption
 from .parity import _list_images
 from .targets import DEFAULT_TARGET, Target, check_target_ops
 
+if TYPE_CHECKING:  # the later stages' result types; their modules load only when they run
+    from ..quantize.fp16 import Fp16Result
+    from ..trt.build import EngineResult
+
+
+@dataclass
+class Stages:
+    """What each later stage returned; None where it did not run."""
+
+    quantize: Optional[ExportResult] = None  # the INT8 Q/DQ file
+    int8_gate: Optional[Dict[str, Any]] = None  # mIoU FP32 vs INT8 on labelled data
+    fp16: Optional[Fp16Result] = None
+    engine: Optional[EngineResult] = None
+    triton: Optional[Any] = None  # serve.triton_repo.TritonRepository (serving builds on this)
+
+    def items(self) -> List[Tuple[str, Any]]:
+        """(stage name, result) of the stages that ran, in pipeline order."""
+        names = ("quantize", "int8_gate", "fp16", "engine", "triton")
+        return [(n, getattr(self, n)) for n in names if getattr(self, n) is not None]
+
 
 @dataclass
 class PipelineResult:
@@ -40,7 +60,7 @@ class PipelineResult:
     fp32: ExportResult
     final: Path
     artifacts: List[Tuple[str, Path]] = field(default_factory=list)  # (label, path)
-    stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> its result object
+    stages: Stages = field(default_factory=Stages)
 
 
 @contextlib.contextmanager
@@ -261,7 +281,7 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
     if kf is not None:
         kwargs["keep_float"] = kf
     quant = quantize_onnx(fp32_path, **kwargs)
-    result.stages["quantize"] = quant
+    result.stages.quantize = quant
     q = _path_of(quant)
     result.artifacts.append(("int8 onnx (Q/DQ)", q))
     try:  # the Q/DQ graph meets the target's parser rules, or is not left behind
@@ -281,7 +301,7 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
             for path in (q, sidecar_path(q)):
                 Path(path).unlink(missing_ok=True)
             raise
-        result.stages["int8_gate"] = gate
+        result.stages.int8_gate = gate
     return q
 
 
@@ -289,7 +309,7 @@ def _fp16_stage(result: PipelineResult, h_path: Path) -> Path:
     with needs("--precision fp16"):
         from ..quantize.fp16 import convert_fp16_onnx
     half = convert_fp16_onnx(result.fp32.path, h_path)
-    result.stages["fp16"] = half
+    result.stages.fp16 = half
     h = _path_of(half)
     result.artifacts.append(("fp16 onnx", h))
     return h
@@ -317,5 +337,5 @@ def _engine_stage(
         calib=int8.calib if calibrator else None,
         quiet=quiet,
     )
-    result.stages["engine"] = built
+    result.stages.engine = built
     result.artifacts.append((f"{precision} TensorRT engine", _path_of(built)))

@@ -20,7 +20,14 @@ except ImportError as _cv2_error:
     _NO_CV2 = str(_cv2_error)
 
     def __getattr__(name: str) -> object:
-        if name in ("Segmenter", "check_frame", "open_source", "preprocess"):
+        if name in (
+            "Prediction",
+            "Segmenter",
+            "Timing",
+            "check_frame",
+            "open_source",
+            "preprocess",
+        ):
             raise ImportError(
                 f"cifrenet_edge.runtime.{name} needs OpenCV ({_NO_CV2}): "
                 "pip install opencv-python-headless (on a Jetson: apt install python3-opencv)"
@@ -29,7 +36,16 @@ except ImportError as _cv2_error:
 
 else:
     from ..preprocess import check_frame, preprocess
-    from .segmenter import Segmenter
+    from .segmenter import Prediction, Segmenter, Timing
     from .sources import open_source
 
-__all__ = ["Backend", "Segmenter", "check_frame", "choose_backend", "open_source", "preprocess"]
+__all__ = [
+    "Backend",
+    "Prediction",
+    "Segmenter",
+    "Timing",
+    "check_frame",
+    "choose_backend",
+    "open_source",
+    "preprocess",
+]

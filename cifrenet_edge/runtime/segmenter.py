@@ -16,8 +16,20 @@ numpy + OpenCV (+ the backend's library), Python 3.8 syntax.
 
 import logging
 import threading
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Dict,
+    List,
+    Literal,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    overload,
+)
 
 import cv2
 import numpy as np
@@ -92,6 +104,28 @@ def _check_ort_gpu() -> None:
 
     for line in require(ORT_GPU, gather_facts()):
         logging.getLogger("cifrenet_edge").warning("%s", line)
+
+
+class Prediction(NamedTuple):
+    """``predict(frame, probabilities=True)``: the class map and the scores it is the argmax of
+    (a tuple, so ``mask, probs = seg.predict(frame, probabilities=True)`` reads as before)."""
+
+    mask: np.ndarray  # HxW uint8 class ids
+    probs: np.ndarray  # HxWxC float32 softmax scores
+
+
+class Timing(NamedTuple):
+    """Milliseconds of one ``predict``/``predict_batch`` call, by phase. A backend that runs
+    pre/post-processing on its device (TensorRT's fast path, a Triton server) reports it all
+    as ``infer_ms``."""
+
+    preprocess_ms: float
+    infer_ms: float
+    postprocess_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.infer_ms + self.postprocess_ms
 
 
 class _Buffers:
@@ -234,6 +268,12 @@ class Segmenter:
         return self._backend
 
     @property
+    def last_timing(self) -> Optional[Timing]:
+        """Phase timings of this thread's last ``predict``/``predict_batch`` (None before one):
+        per thread, so a camera loop reads its own call's figures even with other callers."""
+        return getattr(self._local, "timing", None)
+
+    @property
     def palette_bgr(self) -> np.ndarray:
         """num_classes x 3 uint8, BGR (OpenCV's order)."""
         return self._lut[: self._num_classes].copy()
@@ -251,16 +291,23 @@ class Segmenter:
             self._local.buffers = buf
         return buf
 
-    def _infer(self, frames: Sequence[np.ndarray], buf: _Buffers) -> np.ndarray:
-        """Preprocess ``frames`` into the thread's input buffer and run the backend."""
+    def _infer(self, frames: Sequence[np.ndarray], buf: _Buffers, clock: List[float]) -> np.ndarray:
+        """Preprocess ``frames`` into the thread's input buffer and run the backend; the two
+        phases' seconds are added to ``clock[0]`` and ``clock[1]``."""
+        t0 = time.perf_counter()
         k = len(frames)
         for i, frame in enumerate(frames):
             normalize_into(resize_bgr(frame, self._wh), self._mean, self._scale, buf.input[i])
-        if self._backend.dynamic_batch:
-            return self._backend.infer(buf.input[:k])
-        if k < buf.input.shape[0]:
+        if not self._backend.dynamic_batch and k < buf.input.shape[0]:
             buf.input[k:] = 0.0  # a fixed-batch model runs padded; the extra rows are dropped
-        return self._backend.infer(buf.input)
+        t1 = time.perf_counter()
+        logits = self._backend.infer(buf.input[:k] if self._backend.dynamic_batch else buf.input)
+        clock[0] += t1 - t0
+        clock[1] += time.perf_counter() - t1
+        return logits
+
+    def _record(self, clock: List[float]) -> None:
+        self._local.timing = Timing(*(1000.0 * s for s in clock))
 
     def _post(
         self, logits: np.ndarray, hw: Tuple[int, int], probabilities: bool, buf: _Buffers
@@ -268,28 +315,47 @@ class Segmenter:
         h, w = hw
         if probabilities:
             probs = softmax_(resize_logits(logits, (w, h)))
-            return np.argmax(probs, axis=-1).astype(np.uint8), probs
+            return Prediction(np.argmax(probs, axis=-1).astype(np.uint8), probs)
         small = argmax_classes(logits, out=buf.small, best=buf.best)
         return resize_mask(small, (w, h))
+
+    @overload
+    def predict(self, frame: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    def predict(self, frame: np.ndarray, probabilities: Literal[False]) -> np.ndarray: ...
+
+    @overload
+    def predict(self, frame: np.ndarray, probabilities: Literal[True]) -> Prediction: ...
 
     def predict(self, frame: np.ndarray, probabilities: bool = False) -> Any:
         """HxWx3 uint8 BGR -> HxW uint8 class ids at the frame's size.
 
         The class map is the argmax at the network resolution, resized nearest-neighbour to the
         frame (see ``postprocess``: 14x cheaper than resizing logits, 98%+ pixels identical).
-        With ``probabilities=True``: ``(mask, probs)``, probs HxWxC float32 softmax scores of
-        the bilinearly resized logits and mask their argmax (so the two always agree; it may
-        differ from the fast path's mask on a thin band of class boundaries).
+        With ``probabilities=True``: a ``Prediction`` ``(mask, probs)``, probs HxWxC float32
+        softmax scores of the bilinearly resized logits and mask their argmax (so the two
+        always agree; it may differ from the fast path's mask on a thin band of class
+        boundaries). ``last_timing`` then holds this call's phase timings.
         Bad frames raise ``FrameError`` (a camera loop drops the frame and goes on); nothing
         else about the frame is assumed, its size may change every call.
         """
         self._check_open()
         frame = check_frame(frame)
+        clock = [0.0, 0.0, 0.0]
         if self._fast is not None and not probabilities:
-            return self._fast(frame)
+            t0 = time.perf_counter()
+            mask = self._fast(frame)
+            clock[1] = time.perf_counter() - t0
+            self._record(clock)
+            return mask
         buf = self._buffers()
-        logits = self._infer([frame], buf)
-        return self._post(logits[0], frame.shape[:2], probabilities, buf)
+        logits = self._infer([frame], buf, clock)
+        t0 = time.perf_counter()
+        out = self._post(logits[0], frame.shape[:2], probabilities, buf)
+        clock[2] = time.perf_counter() - t0
+        self._record(clock)
+        return out
 
     def predict_batch(self, frames: Sequence[np.ndarray], probabilities: bool = False) -> List[Any]:
         """``predict`` for several frames, batched as far as the model allows."""
@@ -300,10 +366,15 @@ class Segmenter:
                 check_frame(frame)
             except FrameError as exc:
                 raise FrameError(f"frame {i}: {exc}") from None
+        clock = [0.0, 0.0, 0.0]
         if not self._backend.returns_logits:  # same-size frames travel in one request
             if probabilities:
                 raise ConfigError(self._backend.why_no_logits())
-            return list(self._backend.predict_frames(frames))
+            t0 = time.perf_counter()
+            masks = list(self._backend.predict_frames(frames))
+            clock[1] = time.perf_counter() - t0
+            self._record(clock)
+            return masks
         buf = self._buffers()
         step = buf.input.shape[0] if not self._backend.dynamic_batch else self._backend.max_batch
         if step > buf.input.shape[0]:
@@ -311,9 +382,12 @@ class Segmenter:
         results = []  # type: List[Any]
         for start in range(0, len(frames), step):
             chunk = frames[start : start + step]
-            logits = self._infer(chunk, buf)
+            logits = self._infer(chunk, buf, clock)
+            t0 = time.perf_counter()
             for i, frame in enumerate(chunk):
                 results.append(self._post(logits[i], frame.shape[:2], probabilities, buf))
+            clock[2] += time.perf_counter() - t0
+        self._record(clock)
         return results
 
     def _batch_buffers(self, n: int) -> _Buffers:

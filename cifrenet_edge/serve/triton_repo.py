@@ -379,7 +379,7 @@ def export_triton(
         written = write_model_repository(result.final, root, options)
     finally:
         shutil.rmtree(str(work), ignore_errors=True)
-    result.stages["triton"] = written
+    result.stages.triton = written
     result.artifacts = [("triton model", written.model_dir), ("config", written.config_path)]
     result.final = written.model_path
     return result
