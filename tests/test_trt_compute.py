@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 import cv2
 import numpy as np
 import pytest
-from trt_sim import OrtCompute, SimFault, SimGpu, make_onnx
+from support.trt_sim import OrtCompute, SimFault, SimGpu, make_onnx
 
 from cifrenet_edge.errors import (
     BackendUnavailableError,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cuda_sim import CUDA_PYTHON_VERSIONS, SimCudart, load_cuda_api
+from support.cuda_sim import CUDA_PYTHON_VERSIONS, SimCudart, load_cuda_api
 
 from cifrenet_edge.errors import BackendUnavailableError
 from cifrenet_edge.runtime import cuda as cuda_mod

@@ -11,9 +11,9 @@ import threading
 
 import numpy as np
 import pytest
-from cuda_sim import SimCudart
-from pycuda_sim import import_pycuda_driver
-from trt_sim import OrtCompute, SimGpu, make_onnx
+from support.cuda_sim import SimCudart
+from support.pycuda_sim import import_pycuda_driver
+from support.trt_sim import OrtCompute, SimGpu, make_onnx
 
 from cifrenet_edge.errors import BackendUnavailableError
 from cifrenet_edge.runtime import cuda as cuda_mod

@@ -17,9 +17,9 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 import onnx
 import pytest
 from onnx import TensorProto
+from support.trt_sim import ComputeStandIn, TrtWorld
 from test_trt_api import RecordingCuda, StandIn, _manifest
 from test_trt_build_rules import mixed_add, plain_conv, qdq_conv
-from trt_sim import ComputeStandIn, TrtWorld
 
 from cifrenet_edge.errors import CifreNetError, ExportError
 from cifrenet_edge.trt import api, rules

@@ -8,7 +8,7 @@ libraries cannot be fetched there). This script verifies on the real device:
    non-blocking stream, events, and a CUDA graph (copy in, a PyTorch kernel, copy out)
    replayed on new host data, while another thread uses the legacy stream.
 2. ``tensorrt_backend_*``: the real TensorRT backend over real device memory, with the strict
-   stand-in ``tensorrt`` of ``tests/trt_sim.py`` whose engine runs the network itself with
+   stand-in ``tensorrt`` of ``tests/support/trt_sim.py`` whose engine runs the network itself with
    PyTorch on the backend's device pointers and stream: the 8.6 binding API and the 10.x
    tensor API, fixed and dynamic shapes, 4 threads, ``close()`` racing ``predict``, the
    CUDA-graph path (8.6 and 10.x) and ``benchmark_gpu``; outputs against PyTorch on the same input.
@@ -19,10 +19,10 @@ libraries cannot be fetched there). This script verifies on the real device:
 A failed check is a failure (exit 1, ``FAILED`` lines and the reason in the JSON), never a
 skip. The JSON is rewritten after every check, so a run cut short by a timeout keeps each
 finished result (``"complete": false``, the hung check under ``"running"``). Nothing is
-installed. ``--dry-run`` runs the same checks on the simulated CUDA of ``tests/cuda_sim.py``
+installed. ``--dry-run`` runs the same checks on the simulated CUDA of ``tests/support/cuda_sim.py``
 with PyTorch on the CPU (no GPU needed): CI runs it that way.
 
-    python3 benchmarks/gpu_checks.py [--dry-run] [--out DIR] [--res 640x360] [--seconds 2]
+    python3 tests/gpu_checks.py [--dry-run] [--out DIR] [--res 640x360] [--seconds 2]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ SCHEMA = "cifrenet-edge/gpu-checks"
 
 
 def _import_stand_ins() -> Any:
-    """``tests/trt_sim.py`` (it reuses ``tests/test_trt_api.py``, which imports pytest)."""
+    """``tests/support/trt_sim.py`` (it reuses ``tests/test_trt_api.py``, which imports pytest)."""
     for p in (str(ROOT), str(ROOT / "tests")):
         if p not in sys.path:
             sys.path.insert(0, p)
@@ -62,7 +62,7 @@ def _import_stand_ins() -> Any:
         stub.fixture = ident  # type: ignore[attr-defined]
         stub.mark = types.SimpleNamespace(parametrize=ident, slow=ident, gpu=ident)  # type: ignore[attr-defined]
         sys.modules["pytest"] = stub
-    return importlib.import_module("trt_sim")
+    return importlib.import_module("support.trt_sim")
 
 
 class Machine:

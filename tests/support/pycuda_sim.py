@@ -35,7 +35,8 @@ import threading
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
-from cuda_sim import SimCudart
+
+from .cuda_sim import SimCudart
 
 _CUDA_ERRORS = {  # cuGetErrorString
     1: "invalid argument",
