@@ -39,7 +39,6 @@ import tempfile
 import threading
 import time
 import traceback
-import types
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -50,18 +49,10 @@ SCHEMA = "cifrenet-edge/gpu-checks"
 
 
 def _import_stand_ins() -> Any:
-    """``tests/support/trt_sim.py`` (it reuses ``tests/test_trt_api.py``, which imports pytest)."""
+    """``tests/support/trt_sim.py``: the strict stand-in ``tensorrt`` (no pytest needed)."""
     for p in (str(ROOT), str(ROOT / "tests")):
         if p not in sys.path:
             sys.path.insert(0, p)
-    try:
-        import pytest  # noqa: F401
-    except ImportError:  # only its decorators run at import: identity stand-ins do
-        stub = types.ModuleType("pytest")
-        ident = lambda *a, **k: a[0] if a and callable(a[0]) and not k else (lambda f: f)  # noqa: E731
-        stub.fixture = ident  # type: ignore[attr-defined]
-        stub.mark = types.SimpleNamespace(parametrize=ident, slow=ident, gpu=ident)  # type: ignore[attr-defined]
-        sys.modules["pytest"] = stub
     return importlib.import_module("support.trt_sim")
 
 

@@ -10,7 +10,7 @@ import json
 import onnxruntime as ort
 import pytest
 from support.trt_sim import make_onnx
-from test_trt_api import _manifest
+from support.trt_standin import _manifest
 
 from cifrenet_edge.errors import BackendUnavailableError
 from cifrenet_edge.runtime.backends import onnxruntime as ort_backend

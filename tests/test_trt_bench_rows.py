@@ -212,8 +212,8 @@ def test_a_machine_without_a_driver_gives_a_skipped_row_with_the_reason(
     """cuda-python 11.8/12.x raise RuntimeError there (13.x: error 35): skipped, not failed."""
     from support.cuda_sim import SimCudart
 
-    from cifrenet_edge.runtime import cuda as cuda_mod
     from cifrenet_edge.trt import api
+    from cifrenet_edge.trt import cuda as cuda_mod
 
     g = SimGpu("10.3.0", "13.4.4")
     onnx = make_onnx(tmp_path / "s.onnx", (1, 3, 64, 128))

@@ -19,7 +19,7 @@ import onnx
 import pytest
 import test_trt_api as standin
 from onnx import TensorProto, helper
-from test_trt_api import VERSIONS, RecordingCuda, Scenario, StandIn, _manifest
+from support.trt_standin import VERSIONS, RecordingCuda, Scenario, StandIn, _manifest
 
 from cifrenet_edge.errors import (
     BackendUnavailableError,

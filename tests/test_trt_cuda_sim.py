@@ -17,7 +17,7 @@ import pytest
 from support.cuda_sim import CUDA_PYTHON_VERSIONS, SimCudart, load_cuda_api
 
 from cifrenet_edge.errors import BackendUnavailableError
-from cifrenet_edge.runtime import cuda as cuda_mod
+from cifrenet_edge.trt import cuda as cuda_mod
 from cifrenet_edge.trt.cuda import CudaPython
 
 

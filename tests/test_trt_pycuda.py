@@ -16,7 +16,7 @@ from support.pycuda_sim import import_pycuda_driver
 from support.trt_sim import OrtCompute, SimGpu, make_onnx
 
 from cifrenet_edge.errors import BackendUnavailableError
-from cifrenet_edge.runtime import cuda as cuda_mod
+from cifrenet_edge.trt import cuda as cuda_mod
 from cifrenet_edge.trt.cuda import CU_STREAM_NON_BLOCKING, PyCuda
 
 ZERO = dict.fromkeys(

@@ -19,7 +19,7 @@ import test_trt_api as api_tests
 import test_trt_standin_refusals as refusals
 import tomllib
 from packaging.specifiers import SpecifierSet
-from test_trt_api import RecordingCuda, Scenario, StandIn, _manifest
+from support.trt_standin import RecordingCuda, Scenario, StandIn, _manifest
 from test_trt_build_rules import plain_conv, qdq_conv
 
 from cifrenet_edge.errors import BackendUnavailableError, ConfigError

@@ -42,8 +42,8 @@ def _quantize(fp32: Path, out: Path, batches, extra_over: dict) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from cifrenet_edge.quantize import calibrate as C
     from cifrenet_edge.quantize import graph as G
+    from cifrenet_edge.quantize import ort_quantizer as C
 
     model = onnx.load(str(fp32))
     sens = G.find_sensitive_nodes(model)

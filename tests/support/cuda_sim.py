@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-API_FILE = Path(__file__).resolve().parent / "data" / "cuda_python_runtime_api.json"
+API_FILE = Path(__file__).resolve().parents[1] / "data" / "cuda_python_runtime_api.json"
 CUDA_PYTHON_VERSIONS = ("11.8.7", "12.6.2.post1", "13.4.4")
 
 # CUDA runtime error codes beyond those in the JSON (driver_types.h).

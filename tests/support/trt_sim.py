@@ -1,6 +1,6 @@
 """TensorRT engines that really compute, over the simulated CUDA of ``cuda_sim.py``.
 
-``ComputeStandIn`` is ``test_trt_api.StandIn`` (names, deprecations, missing members exactly
+``ComputeStandIn`` is ``trt_standin.StandIn`` (names, deprecations, missing members exactly
 as NVIDIA's bindings of that version) whose engine computes: the "engine file" names an ONNX
 model, and ``execute_async_v2/v3`` enqueue, on the given stream, ONNX Runtime on the bytes at
 the input address, written to the output address, with the engine's dtypes and shapes. It
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-from test_trt_api import Scenario, StandIn, _manifest
 
 from .cuda_sim import (  # noqa: F401  (re-exported: one import for the tests)
     CUDA_PYTHON_VERSIONS,
@@ -35,6 +34,7 @@ from .cuda_sim import (  # noqa: F401  (re-exported: one import for the tests)
     load_cuda_api,
 )
 from .trt_build_sim import BuildModel
+from .trt_standin import Scenario, StandIn, _manifest
 
 # --------------------------------------------------------------------------- engines
 ENGINE_MAGIC = b"cifrenet-sim-engine/1\n"
