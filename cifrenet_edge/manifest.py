@@ -141,6 +141,12 @@ def check_manifest(manifest: Dict[str, Any], model_path: PathLike = "model") -> 
         )
 
 
+def call_batch(manifest: Dict[str, Any]) -> int:
+    """The batch one inference call runs: the export's fixed batch, or 1 for a dynamic model
+    (its batch dimension follows each call)."""
+    return 1 if manifest.get("dynamic") else int(manifest.get("batch") or 1)
+
+
 def model_resolution(manifest: Dict[str, Any]) -> Optional[Tuple[int, int]]:
     """The fixed (width, height) of a static model, or None for a dynamic one."""
     res = manifest.get("resolution")

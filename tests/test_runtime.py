@@ -487,3 +487,22 @@ def test_last_timing_is_per_call_and_per_thread(ort_seg, frames):
     worker.join()
     assert seen["before"] is None and isinstance(seen["after"], Timing)
     assert ort_seg.last_timing is t  # the other thread's call left this thread's figures
+
+
+def test_open_validates_the_manifest_once(content_onnx, monkeypatch):
+    """One check per open: where the manifest is read, not again by the Segmenter."""
+    from cifrenet_edge import manifest as manifest_mod
+    from cifrenet_edge.runtime import segmenter as segmenter_mod
+
+    calls = []
+    real = manifest_mod.check_manifest
+
+    def counted(*args, **kwargs):
+        calls.append(args[1] if len(args) > 1 else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(manifest_mod, "check_manifest", counted)
+    monkeypatch.setattr(segmenter_mod, "check_manifest", counted, raising=False)
+    with Segmenter.open(content_onnx, backend="onnxruntime", warmup=0) as seg:
+        assert seg.resolution
+    assert len(calls) == 1

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from ..errors import BackendUnavailableError, ClosedError, ConfigError, FrameError, ModelFileError
-from ..manifest import Resolution, check_manifest, model_input_wh, read_manifest, sidecar_path
+from ..manifest import Resolution, call_batch, model_input_wh, read_manifest, sidecar_path
 from ..preprocess import check_frame, normalize_into, resize_bgr
 from .backends import TORCH_SUFFIXES, Backend, choose_backend, is_remote, load_backend
 from .backends.base import parse_device
@@ -202,15 +202,12 @@ class Segmenter:
         if timeout is not None:
             raise ConfigError("timeout= applies to Triton URLs (grpc://, http://), not to files")
         path = Path(path).expanduser()
-        manifest = open_manifest(path)
-        check_manifest(manifest, path)
+        manifest = open_manifest(path)  # validated where it is read (or derived)
         wh = model_input_wh(manifest, resolution)
         name, reason = choose_backend(str(path), manifest, device, backend)
         if name == "onnxruntime" and parse_device(device)[0] in ("cuda", "tensorrt"):
             _check_ort_gpu()
-        batch = int(manifest.get("batch") or 1)
-        if manifest.get("dynamic"):
-            batch = 1
+        batch = call_batch(manifest)
         impl = load_backend(
             name,
             str(path),

@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .._io import PathLike, make_dir
 from ..errors import ConfigError, ModelFileError
-from ..manifest import read_manifest
+from ..manifest import call_batch, read_manifest
 from ..runtime.backends import ENGINE_SUFFIXES as PLAN_FILES
 from ..runtime.backends import ONNX_SUFFIXES as ONNX_FILES
 from ..runtime.remote import MANIFEST_PARAMETER, valid_model_name
@@ -147,7 +147,7 @@ def _batching(manifest: Dict[str, Any], options: TritonOptions) -> Dict[str, Any
     """max_batch_size, per-request dims, preferred sizes (None: no dynamic batching)."""
     dynamic = manifest.get("dynamic")
     if not dynamic:
-        batch = int(manifest.get("batch") or 1)
+        batch = call_batch(manifest)
         if options.max_batch not in (None, 0) or options.preferred_batch:
             raise ConfigError(
                 f"this model has a fixed batch of {batch}: Triton batches only models whose "
