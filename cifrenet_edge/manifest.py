@@ -157,19 +157,11 @@ Resolution = Union[str, Sequence[int], None]
 
 
 def _parse_wh(resolution: Resolution) -> Optional[Tuple[int, int]]:
+    from .presets import parse_resolution
+
     if resolution is None:
         return None
-    if isinstance(resolution, str):
-        from .presets import parse_resolution
-
-        return parse_resolution(resolution)
-    try:
-        w, h = (int(v) for v in resolution)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"resolution {resolution!r} is not (width, height) or 'WIDTHxHEIGHT'"
-        ) from None
-    return w, h
+    return parse_resolution(resolution, max_side=1 << 30, min_side=1)  # the model's range decides
 
 
 def model_input_wh(manifest: Dict[str, Any], requested: Resolution = None) -> Tuple[int, int]:

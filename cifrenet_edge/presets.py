@@ -6,9 +6,12 @@ read it from here. Torch-free and Python 3.8 syntax.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
+
+MIN_SIDE = 32  # stride 8 inside; smaller inputs leave the MCIM with nothing to look at
+MAX_SIDE = 8192
 
 # Public code: BGR input, x = (bgr - mean) / 255, no std division.
 BGR_MEAN = (73.16, 82.91, 72.39)
@@ -190,19 +193,34 @@ def get_preset(name: str) -> Preset:
         ) from None
 
 
-def parse_resolution(text: str, max_side: int = 8192) -> Tuple[int, int]:
-    """Parse 'WxH' (the paper's width x height order) into (width, height)."""
-    parts = str(text).lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"malformed resolution {text!r}: write it as WIDTHxHEIGHT, e.g. 640x360")
-    w, h = int(parts[0]), int(parts[1])
-    if w < 32 or h < 32:
+def parse_resolution(
+    value: Union[str, Sequence[int]],
+    max_side: int = MAX_SIDE,
+    what: str = "resolution",
+    min_side: int = MIN_SIDE,
+) -> Tuple[int, int]:
+    """'WxH' (the paper's width x height order) or (width, height) -> (width, height), each
+    side min_side..max_side: the one parser for the CLI, the export and ``Segmenter.open``
+    (which checks the model's own range instead, so it passes no limits)."""
+    if isinstance(value, str):
+        parts = value.lower().replace(" ", "").split("x")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ConfigError(f"malformed {what} {value!r}: write it as WIDTHxHEIGHT, e.g. 640x360")
+        w, h = int(parts[0]), int(parts[1])
+    else:
+        try:
+            w, h = (int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{what} {value!r} is not (width, height) or 'WIDTHxHEIGHT': e.g. 640x360"
+            ) from None
+    if w < min_side or h < min_side:
         raise ConfigError(
-            f"resolution {text!r} is too small: both sides must be at least 32 pixels"
+            f"{what} {w}x{h} is too small: both sides must be at least {min_side} pixels"
         )
     if w > max_side or h > max_side:
         raise ConfigError(
-            f"resolution {text!r} is too large: both sides must be at most {max_side} pixels"
+            f"{what} {w}x{h} is too large: both sides must be at most {max_side} pixels"
         )
     return w, h
 
