@@ -2,10 +2,10 @@
 # GPU machine, one command.
 #
 # Stage 1, on any NVIDIA GPU with CUDA, CuPy, cuda-python and PyTorch (TensorRT not needed):
-# benchmarks/gpu_checks.py verifies the TensorRT backend over real device memory (stand-in
+# tests/gpu_checks.py verifies the TensorRT backend over real device memory (stand-in
 # engines that compute the network with PyTorch on the backend's pointers and stream; the 8.2
 # binding API and the 10.x tensor API, fixed and dynamic shapes, 4 threads, close() racing
-# predict, CUDA graphs, benchmark_gpu), runtime/cuda.py's pinned buffers, streams, events and
+# predict, CUDA graphs, benchmark_gpu), trt/cuda.py's pinned buffers, streams, events and
 # graphs, CuPy's argmax against the CPU path, and bench's PyTorch CUDA FP32/FP16 rows. One JSON
 # file in $OUT (else benchmarks/results/), about a minute, killed at 8 minutes; any failed check
 # exits non-zero. Nothing is installed: the checkout runs from PYTHONPATH.
@@ -18,18 +18,18 @@
 # agx-orin). Extra arguments go to `cifrenet-edge bench`. On a Jetson, first:
 # sudo nvpmodel -m 0 && sudo jetson_clocks
 #
-# `benchmarks/run_gpu.sh --dry-run`: stage 1 only, on the simulated CUDA of tests/cuda_sim.py
+# `benchmarks/run_gpu.sh --dry-run`: stage 1 only, on the simulated CUDA of tests/support/cuda_sim.py
 # with PyTorch on the CPU (no GPU needed; what CI and tests/test_gpu_checks.py run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "${1:-}" = "--dry-run" ]; then
   shift
-  exec timeout "${CHECKS_TIMEOUT:-480}" python3 benchmarks/gpu_checks.py --dry-run \
+  exec timeout "${CHECKS_TIMEOUT:-480}" python3 tests/gpu_checks.py --dry-run \
     --out "${OUT:-benchmarks/results}" "$@"
 fi
 status=0
-timeout "${CHECKS_TIMEOUT:-480}" python3 benchmarks/gpu_checks.py --out "${OUT:-benchmarks/results}" \
+timeout "${CHECKS_TIMEOUT:-480}" python3 tests/gpu_checks.py --out "${OUT:-benchmarks/results}" \
   || status=$?
 if [ -z "${CHECKS_ONLY:-}" ] && python3 -c "import tensorrt" 2>/dev/null; then
   python3 -m cifrenet_edge bench \

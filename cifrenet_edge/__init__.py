@@ -12,9 +12,9 @@ __all__ = ["CIFReNet", "Segmenter", "__version__"]
 def __getattr__(name):  # type: (str) -> object
     if name == "CIFReNet":
         try:
-            from .model import CIFReNet
+            from .model.cifrenet import CIFReNet
         except ImportError as exc:  # the device install ships the runtime only
-            from .device_cli import FULL_INSTALL
+            from .device.cli import FULL_INSTALL
 
             raise ImportError(f"CIFReNet (the PyTorch model) needs {FULL_INSTALL}") from exc
 

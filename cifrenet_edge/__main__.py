@@ -1,3 +1,3 @@
-from .device_cli import module_main
+from .device.cli import module_main
 
 module_main()

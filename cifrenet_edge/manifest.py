@@ -10,10 +10,13 @@ Torch-free, Python 3.8 syntax: the runtime reads manifests on the robot.
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from ._io import PathLike, write_json_atomic
-from .errors import ModelFileError
+from .errors import ConfigError, ModelFileError
+
+#: the precisions an artifact can carry (the manifest's ``precision``), lowest last
+PRECISIONS = ("fp32", "fp16", "int8")
 
 MANIFEST_FORMAT = "cifrenet-edge/1"
 METADATA_KEY = "cifrenet_edge"
@@ -138,7 +141,48 @@ def check_manifest(manifest: Dict[str, Any], model_path: PathLike = "model") -> 
         )
 
 
+def call_batch(manifest: Dict[str, Any]) -> int:
+    """The batch one inference call runs: the export's fixed batch, or 1 for a dynamic model
+    (its batch dimension follows each call)."""
+    return 1 if manifest.get("dynamic") else int(manifest.get("batch") or 1)
+
+
 def model_resolution(manifest: Dict[str, Any]) -> Optional[Tuple[int, int]]:
     """The fixed (width, height) of a static model, or None for a dynamic one."""
     res = manifest.get("resolution")
     return (int(res[0]), int(res[1])) if res else None
+
+
+Resolution = Union[str, Sequence[int], None]
+
+
+def _parse_wh(resolution: Resolution) -> Optional[Tuple[int, int]]:
+    from .presets import parse_resolution
+
+    if resolution is None:
+        return None
+    return parse_resolution(resolution, max_side=1 << 30, min_side=1)  # the model's range decides
+
+
+def model_input_wh(manifest: Dict[str, Any], requested: Resolution = None) -> Tuple[int, int]:
+    """The (width, height) the model runs at: fixed, the dynamic 'opt', or ``requested``."""
+    want = _parse_wh(requested)
+    fixed = manifest.get("resolution")
+    dynamic = manifest.get("dynamic")
+    if fixed:
+        wh = (int(fixed[0]), int(fixed[1]))
+        if want is not None and want != wh:
+            raise ConfigError(
+                f"this model was exported for a fixed {wh[0]}x{wh[1]}, not "
+                f"{want[0]}x{want[1]}: export it with --dynamic or at that resolution"
+            )
+        return wh
+    lo, opt, hi = dynamic["min"], dynamic["opt"], dynamic["max"]
+    if want is None:
+        return int(opt[0]), int(opt[1])
+    if not (lo[0] <= want[0] <= hi[0] and lo[1] <= want[1] <= hi[1]):
+        raise ConfigError(
+            f"resolution {want[0]}x{want[1]} is outside the model's range {lo[0]}x{lo[1]} .. "
+            f"{hi[0]}x{hi[1]}: pick one inside it or re-export with a wider --dynamic range"
+        )
+    return want

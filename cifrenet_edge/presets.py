@@ -6,9 +6,12 @@ read it from here. Torch-free and Python 3.8 syntax.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
+
+MIN_SIDE = 32  # stride 8 inside; smaller inputs leave the MCIM with nothing to look at
+MAX_SIDE = 8192
 
 # Public code: BGR input, x = (bgr - mean) / 255, no std division.
 BGR_MEAN = (73.16, 82.91, 72.39)
@@ -136,35 +139,36 @@ class Preset:
 
 def _build() -> Dict[str, Preset]:
     cs_names, cs_palette = _cityscapes_classes_and_palette()
-    return {
-        "cityscapes": Preset(
-            "cityscapes",
-            19,
-            ((1, 2, 3, 5), (7, 9, 11, 13), (17, 19, 21, 23)),
-            tuple(cs_names),
-            tuple(cs_palette),
-            (1024, 512),
-            {"test": 70.9, "val": 72.9},
+    rows = (
+        Preset(
+            name="cityscapes",
+            num_classes=19,
+            dsp_dilations=((1, 2, 3, 5), (7, 9, 11, 13), (17, 19, 21, 23)),
+            classes=tuple(cs_names),
+            palette_rgb=tuple(cs_palette),
+            train_crop_wh=(1024, 512),
+            paper_miou={"test": 70.9, "val": 72.9},
         ),
-        "camvid": Preset(
-            "camvid",
-            11,
-            ((1, 2, 3, 5), (5, 7, 9, 11), (11, 13, 15, 17)),
-            tuple(CAMVID_CLASSES),
-            tuple(CAMVID_PALETTE),
-            (480, 360),
-            {"test": 64.5},
+        Preset(
+            name="camvid",
+            num_classes=11,
+            dsp_dilations=((1, 2, 3, 5), (5, 7, 9, 11), (11, 13, 15, 17)),
+            classes=tuple(CAMVID_CLASSES),
+            palette_rgb=tuple(CAMVID_PALETTE),
+            train_crop_wh=(480, 360),
+            paper_miou={"test": 64.5},
         ),
-        "helen": Preset(
-            "helen",
-            11,
-            ((1, 2, 3, 5), (3, 5, 7, 11), (7, 9, 11, 13)),
-            tuple(HELEN_CLASSES),
-            tuple(HELEN_PALETTE),
-            (512, 512),
-            {"test": 71.3},
+        Preset(
+            name="helen",
+            num_classes=11,
+            dsp_dilations=((1, 2, 3, 5), (3, 5, 7, 11), (7, 9, 11, 13)),
+            classes=tuple(HELEN_CLASSES),
+            palette_rgb=tuple(HELEN_PALETTE),
+            train_crop_wh=(512, 512),
+            paper_miou={"test": 71.3},
         ),
-    }
+    )
+    return {p.name: p for p in rows}
 
 
 _PRESETS = {}  # type: Dict[str, Preset]
@@ -189,19 +193,34 @@ def get_preset(name: str) -> Preset:
         ) from None
 
 
-def parse_resolution(text: str, max_side: int = 8192) -> Tuple[int, int]:
-    """Parse 'WxH' (the paper's width x height order) into (width, height)."""
-    parts = str(text).lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"malformed resolution {text!r}: write it as WIDTHxHEIGHT, e.g. 640x360")
-    w, h = int(parts[0]), int(parts[1])
-    if w < 32 or h < 32:
+def parse_resolution(
+    value: Union[str, Sequence[int]],
+    max_side: int = MAX_SIDE,
+    what: str = "resolution",
+    min_side: int = MIN_SIDE,
+) -> Tuple[int, int]:
+    """'WxH' (the paper's width x height order) or (width, height) -> (width, height), each
+    side min_side..max_side: the one parser for the CLI, the export and ``Segmenter.open``
+    (which checks the model's own range instead, so it passes no limits)."""
+    if isinstance(value, str):
+        parts = value.lower().replace(" ", "").split("x")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ConfigError(f"malformed {what} {value!r}: write it as WIDTHxHEIGHT, e.g. 640x360")
+        w, h = int(parts[0]), int(parts[1])
+    else:
+        try:
+            w, h = (int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{what} {value!r} is not (width, height) or 'WIDTHxHEIGHT': e.g. 640x360"
+            ) from None
+    if w < min_side or h < min_side:
         raise ConfigError(
-            f"resolution {text!r} is too small: both sides must be at least 32 pixels"
+            f"{what} {w}x{h} is too small: both sides must be at least {min_side} pixels"
         )
     if w > max_side or h > max_side:
         raise ConfigError(
-            f"resolution {text!r} is too large: both sides must be at most {max_side} pixels"
+            f"{what} {w}x{h} is too large: both sides must be at most {max_side} pixels"
         )
     return w, h
 

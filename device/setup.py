@@ -23,14 +23,14 @@ SUBSET = {
         "__init__",
         "__main__",
         "_io",
-        "calib",  # the builder's --calib frames
-        "device_check",  # run before engine work and by `info --env`
-        "device_cli",
-        "env",  # the device check (`cifrenet-edge info --env`)
         "errors",
         "manifest",
+        "preprocess",
         "presets",
     ),
+    "cifrenet_edge.data": ("__init__", "calibration", "datasets", "synthetic"),  # --calib frames
+    # the device check, run before engine work and by `cifrenet-edge info --env`
+    "cifrenet_edge.device": None,
     "cifrenet_edge.runtime": None,
     "cifrenet_edge.runtime.backends": ("__init__", "base", "onnxruntime", "openvino", "tensorrt"),
     "cifrenet_edge.trt": None,

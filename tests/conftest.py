@@ -179,8 +179,8 @@ def runtime_content_checkpoint(tmp_path_factory, real_images_dir):
     """
     import cv2
 
-    from cifrenet_edge.probe import content_model
-    from cifrenet_edge.weights import save_checkpoint
+    from cifrenet_edge.model.linear_probe import content_model
+    from cifrenet_edge.model.weights import save_checkpoint
 
     frames = [cv2.imread(str(f)) for f in sorted(Path(real_images_dir).glob("*.jpg"))]
     model = content_model(frames, RUNTIME_RES)
@@ -231,7 +231,7 @@ def int8_env(tmp_path_factory, real_images_dir):
     from cifrenet_edge.export import export_onnx
 
     root = tmp_path_factory.mktemp("int8")
-    from cifrenet_edge.probe import make_probe_checkpoint
+    from cifrenet_edge.model.linear_probe import make_probe_checkpoint
 
     weights = make_probe_checkpoint(root / "probe.pth", wh=INT8_WH)
     fp32 = export_onnx(

@@ -212,6 +212,23 @@ def test_render_shows_paper_row_and_definitions():
     assert "Target ratios" in out
 
 
+def test_a_skipped_row_is_one_line_under_the_table():
+    """A long reason (ONNX Runtime INT8 on an AVX2 CPU) stays out of the median column."""
+    reason = "ONNX Runtime's 8-bit kernels saturate on this CPU " * 8 + "\nuse OpenVINO"
+    rows = [
+        _row("onnxruntime", "fp32", 100.0, e2e=110.0),
+        B.BenchResult("onnxruntime", "int8", (640, 360), 1, status="skipped", reason=reason),
+    ]
+    con = Console(record=True, width=160)
+    B.render_report(_fake_report(rows), con)
+    out = con.export_text()
+    table = out.split("Definitions")[0]
+    assert table.count("saturate") == 8  # the reason once, not wrapped through the columns
+    lines = [line for line in table.splitlines() if "not run: onnxruntime int8:" in line]
+    assert len(lines) == 1 and "use OpenVINO" in table
+    assert not any("saturate" in line and "│" in line for line in table.splitlines())
+
+
 def test_system_info_fields():
     s = B.system_info()
     for key in ("hostname", "cpu", "versions", "python"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cifrenet_edge._io import sha256_file
-from cifrenet_edge.calib import (
+from cifrenet_edge.data.calibration import (
     MIN_RECOMMENDED_COUNT,
     describe,
     evenly_spaced,
@@ -17,8 +17,8 @@ from cifrenet_edge.calib import (
 )
 from cifrenet_edge.data.synthetic import make_scene
 from cifrenet_edge.errors import CalibrationError, ConfigError
+from cifrenet_edge.preprocess import preprocess
 from cifrenet_edge.presets import BGR_MEAN, INPUT_SCALE
-from cifrenet_edge.runtime.preprocess import preprocess
 
 WH = (160, 96)
 
@@ -55,7 +55,7 @@ def test_folder_uses_runtime_preprocess_exactly(real_images_dir):
     assert [r["name"] for r in fp["files"]] == [f.name for f in files]
     assert fp["files"][0]["sha256"] == sha256_file(files[0])
     assert fp["preprocessing"] == {
-        "function": "cifrenet_edge.runtime.preprocess.preprocess",
+        "function": "cifrenet_edge.preprocess.preprocess",
         "wh": list(WH),
         "interpolation": "INTER_LINEAR",
         "mean_bgr": list(BGR_MEAN),

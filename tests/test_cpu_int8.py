@@ -4,7 +4,7 @@ Both kinds of CPU are covered on any machine: the probe is forced (``CIFRENET_ED
 for the decision logic, and oneDNN's ISA cap (``ONEDNN_MAX_CPU_ISA=AVX2``, obeyed by
 OpenVINO's CPU plugin) makes an AVX-512 VNNI Xeon execute int8 exactly as an AVX2-only
 CPU does, saturation included -- on an AVX2-only CPU the cap changes nothing. The
-subprocess test below is the end-to-end check that would have caught issue 11.
+subprocess test below is the end-to-end check that catches that saturation.
 """
 
 import json
@@ -22,7 +22,7 @@ from thresholds import check
 
 from cifrenet_edge import Segmenter
 from cifrenet_edge import quantize as q
-from cifrenet_edge.calib import load_calibration
+from cifrenet_edge.data.calibration import load_calibration
 from cifrenet_edge.errors import BackendUnavailableError, ConfigError
 from cifrenet_edge.manifest import read_manifest, write_manifest
 from cifrenet_edge.runtime.cpu_int8 import (
@@ -343,8 +343,8 @@ def test_runtime_refuses_a_u8_variant_it_cannot_derive_as_verified(
 def test_openvino_takes_the_class_map_inside_openvino(int8_default, monkeypatch, dot):
     """predict's arg-max in the graph (no NCHW logits) gives the class map of infer's logits."""
     from cifrenet_edge.data.synthetic import make_scene
+    from cifrenet_edge.preprocess import preprocess
     from cifrenet_edge.runtime.postprocess import argmax_classes, resize_mask
-    from cifrenet_edge.runtime.preprocess import preprocess
 
     monkeypatch.setenv(FORCE_ENV, dot)
     m = int8_default.manifest
@@ -382,7 +382,7 @@ AVX2_SCRIPT = textwrap.dedent(
     import numpy as np
     from pathlib import Path
     from cifrenet_edge import quantize as q
-    from cifrenet_edge.calib import load_calibration
+    from cifrenet_edge.data.calibration import load_calibration
     from cifrenet_edge.manifest import read_manifest
     from cifrenet_edge.runtime.backends import load_backend
     from cifrenet_edge.quantize.verify import session
@@ -428,7 +428,7 @@ AVX2_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def avx2_emulated(int8_env, tmp_path_factory):
-    """Export and run INT8 with oneDNN limited to AVX2 (the AMD EPYC Zen 3 of issue 11)."""
+    """Export and run INT8 with oneDNN limited to AVX2 (like an AVX2-only AMD EPYC Zen 3)."""
     out = tmp_path_factory.mktemp("avx2") / "m_int8.onnx"
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", CIFRENET_EDGE_INT8_DOT="1")
     args = [str(int8_env[k]) for k in ("fp32", "calib", "holdout")] + [str(out)]

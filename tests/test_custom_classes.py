@@ -7,7 +7,7 @@ import torch
 from cifrenet_edge import CIFReNet, Segmenter
 from cifrenet_edge.errors import WeightsError
 from cifrenet_edge.export import export_onnx
-from cifrenet_edge.weights import save_checkpoint
+from cifrenet_edge.model.weights import save_checkpoint
 
 CLASSES = ["floor", "wall", "person"]
 

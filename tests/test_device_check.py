@@ -13,8 +13,8 @@ import pytest
 from test_trt_api import Scenario, StandIn, _engine_files, _onnx_with_manifest, tiny_onnx  # noqa: F401
 from typer.testing import CliRunner
 
-from cifrenet_edge import device_check as dc
-from cifrenet_edge.device_check import Facts, check_device, require
+from cifrenet_edge.device import check as dc
+from cifrenet_edge.device.check import Facts, check_device, require
 from cifrenet_edge.errors import BackendUnavailableError
 from cifrenet_edge.trt import api, rules
 
@@ -254,7 +254,7 @@ def test_device_builder_checks_before_reading_the_model(monkeypatch, tmp_path, t
 
 def test_export_engine_runs_the_device_check_before_exporting(monkeypatch, tmp_path):
     from cifrenet_edge.export import OnnxOptions, export
-    from cifrenet_edge.export import pipeline as export_pipeline
+    from cifrenet_edge.export import stages as export_pipeline
     from cifrenet_edge.trt import build
 
     monkeypatch.setattr(api, "import_tensorrt", StandIn("8.5.2", Scenario("8.5.2")).module)
@@ -319,6 +319,7 @@ def test_info_env_shows_the_rows_and_gives_them_as_data(monkeypatch):
 def test_device_check_is_python38():
     from conftest import assert_python38
 
-    root = Path(dc.__file__).resolve().parent
-    names = ("device_check.py", "device_cli.py", "env.py", "calib.py", "__main__.py")
+    root = Path(dc.__file__).resolve().parents[1]
+    names = ("device/check.py", "device/cli.py", "device/env.py", "device/__init__.py")
+    names += ("data/calibration.py", "__main__.py")
     assert_python38([root / n for n in names] + [root.parent / "device" / "setup.py"])

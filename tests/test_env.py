@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from cifrenet_edge.cli import app
-from cifrenet_edge.env import environment_report, precision_support, recommend
+from cifrenet_edge.device.env import environment_report, precision_support, recommend
 
 
 def test_report_on_this_machine_is_complete_and_json_ready():

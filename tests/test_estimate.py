@@ -5,10 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cifrenet_edge.cli import app
-from cifrenet_edge.complexity import LayerCost
-from cifrenet_edge.errors import ConfigError
-from cifrenet_edge.estimate import (
+from cifrenet_edge.bench.estimate import (
     DEVICES_FILE,
     LABEL,
     DeviceSpec,
@@ -20,6 +17,9 @@ from cifrenet_edge.estimate import (
     resolve_devices,
     roofline,
 )
+from cifrenet_edge.cli import app
+from cifrenet_edge.errors import ConfigError
+from cifrenet_edge.model.complexity import LayerCost
 
 # Two layers whose bound is easy to work out on paper (see test_roofline_by_hand).
 COSTS = [

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from thresholds import check
 
+from cifrenet_edge.accuracy.evaluate import evaluate, int8_gate
+from cifrenet_edge.accuracy.metrics import ConfusionMatrix
 from cifrenet_edge.data.datasets import open_dataset
 from cifrenet_edge.errors import AccuracyGateError, DatasetError, ExportError
-from cifrenet_edge.evaluate import evaluate, int8_gate
-from cifrenet_edge.metrics import ConfusionMatrix
 
 # held-out scenes: the on-the-fly val split (seeds 1000100..), never trained on
 VAL = "synthetic:8@160x96,seed=100"
@@ -24,7 +24,7 @@ TRAIN = "synthetic:24@160x96,seed=100"
 
 def _train(out: Path):
     """A short real training run on synthetic scenes (fixed seeds): ~15 s on a quiet core."""
-    from cifrenet_edge.train import TrainConfig, train
+    from cifrenet_edge.model.train import TrainConfig, train
 
     cfg = TrainConfig(
         data=TRAIN,
@@ -64,8 +64,8 @@ def _batch(spec: str, split: str):
     """A split as one float batch at RES (the deployment preprocessing) and its labels."""
     import torch
 
+    from cifrenet_edge.preprocess import preprocess
     from cifrenet_edge.presets import get_preset
-    from cifrenet_edge.runtime.preprocess import preprocess
 
     p, ds = get_preset("cityscapes"), open_dataset(spec, split)
     items = [ds[i] for i in range(len(ds))]
@@ -88,7 +88,7 @@ def _with_population_bn(model, path: Path, meta: dict) -> Path:
     """
     import torch
 
-    from cifrenet_edge.weights import save_checkpoint
+    from cifrenet_edge.model.weights import save_checkpoint
 
     x, _ = _batch(TRAIN, "train")
     for m in model.modules():
@@ -106,8 +106,8 @@ def _learned(run) -> dict:
     """The trained weights and, as the 'no learning' control, the same seed's initial ones."""
     import torch
 
-    from cifrenet_edge.model import CIFReNet
-    from cifrenet_edge.weights import build_model, checkpoint_info
+    from cifrenet_edge.model.cifrenet import CIFReNet
+    from cifrenet_edge.model.weights import build_model, checkpoint_info
 
     meta = checkpoint_info(run.final)
     model, _ = build_model("cityscapes", run.final)
@@ -124,7 +124,7 @@ def _held_out_cross_entropy(ckpt: Path) -> float:
     import torch
     import torch.nn.functional as F
 
-    from cifrenet_edge.weights import build_model
+    from cifrenet_edge.model.weights import build_model
 
     model, _ = build_model("cityscapes", ckpt)
     x, y = _batch(VAL, "val")
@@ -199,7 +199,7 @@ def _shifted_labels(augment):
 @pytest.mark.parametrize("broken", ["zero lr", "detached loss", "wrong label mapping"])
 def test_broken_training_is_caught(broken, tmp_path, monkeypatch):
     """The learning check has teeth: each way of breaking training fails it."""
-    import cifrenet_edge.train as T
+    import cifrenet_edge.model.train as T
 
     if broken == "zero lr":
         monkeypatch.setattr(T, "poly_lr", lambda *a, **k: 0.0)
@@ -223,8 +223,8 @@ def test_eval_is_deterministic(learned, torch_eval):
 
 
 def test_eval_refuses_a_model_for_other_classes(tmp_path):
-    from cifrenet_edge.model import CIFReNet
-    from cifrenet_edge.weights import save_checkpoint
+    from cifrenet_edge.model.cifrenet import CIFReNet
+    from cifrenet_edge.model.weights import save_checkpoint
 
     ckpt = save_checkpoint(CIFReNet("camvid"), tmp_path / "camvid.pth")
     with pytest.raises(DatasetError) as exc:

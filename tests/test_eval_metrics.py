@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cifrenet_edge.metrics import ConfusionMatrix, confusion_matrix, miou
+from cifrenet_edge.accuracy.metrics import ConfusionMatrix, confusion_matrix, miou
 
 
 def test_iou_and_pixel_accuracy_by_hand():

@@ -37,7 +37,7 @@ from cifrenet_edge.manifest import (
     read_manifest,
     sidecar_path,
 )
-from cifrenet_edge.weights import build_model
+from cifrenet_edge.model.weights import build_model
 
 SHARED_OPS = Path(__file__).resolve().parents[2] / "shared" / "trt_api"
 PACKAGED_OPS = (
@@ -402,7 +402,7 @@ def test_untrained_export_is_recorded(small_fp32_export):
 
 
 def test_trained_export_records_weights_hash(tmp_path):
-    from cifrenet_edge.weights import save_checkpoint
+    from cifrenet_edge.model.weights import save_checkpoint
 
     model, _ = build_model("camvid")
     ckpt = save_checkpoint(model, tmp_path / "camvid.pth")

@@ -32,7 +32,7 @@ def test_cli_export_writes_model_manifest_and_warns_untrained(tmp_path, capsys):
 def checkpoints(tmp_path_factory):
     import torch
 
-    from cifrenet_edge.weights import build_model, save_checkpoint
+    from cifrenet_edge.model.weights import build_model, save_checkpoint
 
     folder = tmp_path_factory.mktemp("ckpt")
     city, _ = build_model("cityscapes")

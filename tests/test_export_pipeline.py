@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from cifrenet_edge.errors import BackendUnavailableError, ConfigError
-from cifrenet_edge.export import EngineOptions, Int8Options, OnnxOptions, _stage, export
+from cifrenet_edge.export import EngineOptions, Int8Options, OnnxOptions, export, needs
 
 TINY = OnnxOptions(res=(96, 64))
 
@@ -53,8 +53,9 @@ def test_engine_without_tensorrt_fails_before_exporting(tmp_path):
 
 
 def test_missing_stage_module_is_a_clear_error():
-    with pytest.raises(BackendUnavailableError, match=r"cifrenet_edge\.nonexistent_stage"):
-        _stage("nonexistent_stage", "run", "--precision int8")
+    expected = pytest.raises(BackendUnavailableError, match=r"cifrenet_edge\.nonexistent_stage")
+    with expected, needs("--precision int8"):
+        import cifrenet_edge.nonexistent_stage  # noqa: F401
 
 
 @pytest.mark.parametrize(

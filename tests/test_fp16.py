@@ -13,9 +13,9 @@ import pytest
 from thresholds import check
 
 from cifrenet_edge.errors import ExportError, ModelFileError
-from cifrenet_edge.fp16 import convert_fp16_onnx, verify_fp16
+from cifrenet_edge.preprocess import preprocess
 from cifrenet_edge.presets import BGR_MEAN, INPUT_SCALE
-from cifrenet_edge.runtime.preprocess import preprocess
+from cifrenet_edge.quantize.fp16 import convert_fp16_onnx, verify_fp16
 
 WH = (256, 128)
 

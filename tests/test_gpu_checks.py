@@ -1,4 +1,4 @@
-"""benchmarks/gpu_checks.py (what benchmarks/run_gpu.sh runs on a lent GPU) in its dry run.
+"""tests/gpu_checks.py (what benchmarks/run_gpu.sh runs on a lent GPU) in its dry run.
 
 The same checks run on the simulated CUDA of ``cuda_sim`` with PyTorch on the CPU, so the
 script that gets a few minutes of a real GPU is known to work before it gets them, and a
@@ -14,7 +14,7 @@ import pytest
 
 from cifrenet_edge.runtime.backends import tensorrt as trt_backend
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_checks.py"
+SCRIPT = Path(__file__).resolve().parent / "gpu_checks.py"
 
 
 @pytest.fixture(scope="module")

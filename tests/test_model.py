@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from cifrenet_edge import CIFReNet
-from cifrenet_edge.complexity import complexity, layer_costs, parameter_report
 from cifrenet_edge.errors import ConfigError
-from cifrenet_edge.model import DSP, MCIM, InvertedResidual
+from cifrenet_edge.model.cifrenet import DSP, MCIM, InvertedResidual
+from cifrenet_edge.model.complexity import complexity, layer_costs, parameter_report
 from cifrenet_edge.presets import PRESET_NAMES, get_preset
 
 

@@ -9,8 +9,8 @@ import json
 
 import onnxruntime as ort
 import pytest
-from test_trt_api import _manifest
-from trt_sim import make_onnx
+from support.trt_sim import make_onnx
+from support.trt_standin import _manifest
 
 from cifrenet_edge.errors import BackendUnavailableError
 from cifrenet_edge.runtime.backends import onnxruntime as ort_backend

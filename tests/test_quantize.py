@@ -14,7 +14,7 @@ from thresholds import check
 
 from cifrenet_edge import quantize as q
 from cifrenet_edge._io import sha256_file
-from cifrenet_edge.calib import load_calibration
+from cifrenet_edge.data.calibration import load_calibration
 from cifrenet_edge.errors import (
     CalibrationError,
     ConfigError,
@@ -22,7 +22,7 @@ from cifrenet_edge.errors import (
     ParityError,
 )
 from cifrenet_edge.manifest import read_manifest, sidecar_path
-from cifrenet_edge.quantize import pipeline as qpipe
+from cifrenet_edge.quantize import int8 as qpipe
 
 
 def _graph(model):

@@ -394,7 +394,8 @@ sys.meta_path.insert(0, Block())
 import numpy as np, cv2
 import cifrenet_edge.runtime as rt
 from cifrenet_edge import Segmenter
-import cifrenet_edge.runtime.sources, cifrenet_edge.runtime.pipeline, cifrenet_edge.runtime.rosimg
+import cifrenet_edge.runtime.sources, cifrenet_edge.runtime.predict_files
+import cifrenet_edge.runtime.rosimg
 seg = Segmenter.open(sys.argv[1])
 mask = seg.predict(np.zeros((90, 160, 3), np.uint8))
 assert mask.shape == (90, 160)
@@ -421,16 +422,17 @@ def test_runtime_is_python38_syntax():
 
     pkg = ROOT / "cifrenet_edge"
     files = sorted((pkg / "runtime").rglob("*.py"))
-    names = ("errors.py", "_io.py", "manifest.py", "presets.py", "paper.py", "__init__.py")
+    names = ("errors.py", "_io.py", "manifest.py", "presets.py", "preprocess.py", "__init__.py")
+    names += ("model/paper.py",)
     assert_python38(files + [pkg / n for n in names])
 
 
 def test_device_fast_path_is_used_and_warmed(content_onnx, ort_seg, frames):
     """The Segmenter's contract with a backend that post-processes on its device (TensorRT's
     ``predict_frame``): used for class maps, warmed at open, bypassed for probabilities."""
+    from cifrenet_edge.preprocess import preprocess
     from cifrenet_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
     from cifrenet_edge.runtime.postprocess import argmax_classes, resize_mask
-    from cifrenet_edge.runtime.preprocess import preprocess
     from cifrenet_edge.runtime.segmenter import open_manifest
 
     class WithDevicePath(OnnxRuntimeBackend):
@@ -456,3 +458,51 @@ def test_device_fast_path_is_used_and_warmed(content_onnx, ort_seg, frames):
         assert WithDevicePath.calls == 3
         with pytest.raises(FrameError):
             seg.predict(np.zeros((4, 4), np.uint8))  # frames are checked before the device
+
+
+def test_last_timing_is_per_call_and_per_thread(ort_seg, frames):
+    """``last_timing`` holds the calling thread's last call, by phase, and never another's."""
+    import threading
+
+    from cifrenet_edge.runtime import Prediction, Timing
+
+    out = ort_seg.predict(frames[0], probabilities=True)
+    assert isinstance(out, Prediction) and out.mask.shape == frames[0].shape[:2]
+    mask, probs = out  # the tuple form reads as before
+    assert probs.shape[:2] == mask.shape
+    t = ort_seg.last_timing
+    assert isinstance(t, Timing) and t.preprocess_ms > 0 and t.infer_ms > 0
+    assert t.postprocess_ms > 0 and t.total_ms == pytest.approx(
+        t.preprocess_ms + t.infer_ms + t.postprocess_ms
+    )
+    seen = {}
+
+    def other():
+        seen["before"] = ort_seg.last_timing
+        ort_seg.predict_batch(frames[:2])
+        seen["after"] = ort_seg.last_timing
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    worker.join()
+    assert seen["before"] is None and isinstance(seen["after"], Timing)
+    assert ort_seg.last_timing is t  # the other thread's call left this thread's figures
+
+
+def test_open_validates_the_manifest_once(content_onnx, monkeypatch):
+    """One check per open: where the manifest is read, not again by the Segmenter."""
+    from cifrenet_edge import manifest as manifest_mod
+    from cifrenet_edge.runtime import segmenter as segmenter_mod
+
+    calls = []
+    real = manifest_mod.check_manifest
+
+    def counted(*args, **kwargs):
+        calls.append(args[1] if len(args) > 1 else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(manifest_mod, "check_manifest", counted)
+    monkeypatch.setattr(segmenter_mod, "check_manifest", counted, raising=False)
+    with Segmenter.open(content_onnx, backend="onnxruntime", warmup=0) as seg:
+        assert seg.resolution
+    assert len(calls) == 1

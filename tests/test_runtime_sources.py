@@ -10,7 +10,7 @@ import pytest
 
 from cifrenet_edge import Segmenter
 from cifrenet_edge.errors import FrameError, SourceError
-from cifrenet_edge.runtime.pipeline import output_topics, run_predict
+from cifrenet_edge.runtime.predict_files import output_topics, run_predict
 from cifrenet_edge.runtime.rosimg import image_fields, image_to_bgr
 from cifrenet_edge.runtime.sources import Frame, LatestFrameGrabber, Source, open_source
 

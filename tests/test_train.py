@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from cifrenet_edge.errors import ConfigError, WeightsError
-from cifrenet_edge.train import TrainConfig, poly_lr, train
-from cifrenet_edge.weights import build_model
+from cifrenet_edge.model.train import TrainConfig, poly_lr, train
+from cifrenet_edge.model.weights import build_model
 
 DATA = "synthetic:6@96x64,seed=3"
 
@@ -120,8 +120,8 @@ def test_custom_class_folder_trains_a_model_with_its_classes(tmp_path):
     model, _ = build_model("cityscapes", weights=res.final)
     assert model.num_classes == 3
     # fine-tuning a 19-class checkpoint on the 3-class data: all but the classifier carried over
-    from cifrenet_edge.model import CIFReNet
-    from cifrenet_edge.train import init_from_checkpoint
+    from cifrenet_edge.model.cifrenet import CIFReNet
+    from cifrenet_edge.model.train import init_from_checkpoint
 
     city = train(_cfg(tmp_path, "city", iters=1, seed=5))
     fresh = CIFReNet("cityscapes", num_classes=3)
@@ -135,8 +135,8 @@ def test_custom_class_folder_trains_a_model_with_its_classes(tmp_path):
 
 
 def test_imagenet_file_that_is_not_mobilenet_is_refused(tmp_path):
-    from cifrenet_edge.model import CIFReNet
-    from cifrenet_edge.weights import save_checkpoint
+    from cifrenet_edge.model.cifrenet import CIFReNet
+    from cifrenet_edge.model.weights import save_checkpoint
 
     not_tv = save_checkpoint(CIFReNet("cityscapes"), tmp_path / "not_imagenet.pth")
     with pytest.raises(WeightsError) as exc:

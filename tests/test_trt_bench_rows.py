@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trt_sim import SimGpu, make_onnx
+from support.trt_sim import SimGpu, make_onnx
 
 from cifrenet_edge import bench
 from cifrenet_edge.bench import models as bench_models
@@ -210,10 +210,10 @@ def test_a_machine_without_a_driver_gives_a_skipped_row_with_the_reason(
     cuda_python, tmp_path, monkeypatch
 ):
     """cuda-python 11.8/12.x raise RuntimeError there (13.x: error 35): skipped, not failed."""
-    from cuda_sim import SimCudart
+    from support.cuda_sim import SimCudart
 
-    from cifrenet_edge.runtime import cuda as cuda_mod
     from cifrenet_edge.trt import api
+    from cifrenet_edge.trt import cuda as cuda_mod
 
     g = SimGpu("10.3.0", "13.4.4")
     onnx = make_onnx(tmp_path / "s.onnx", (1, 3, 64, 128))

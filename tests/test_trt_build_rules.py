@@ -1,4 +1,4 @@
-"""The TensorRT acceptance rules (``trt.rules``) and the build fixes of issue 12, without a GPU.
+"""The TensorRT acceptance rules (``trt.rules``) and the build plan, without a GPU.
 
 Each rule of ``resources/trt_rules.json`` gets a case that breaks it and one that passes:
 tiny ONNX graphs made with ``onnx.helper`` for the graph rules, ``plan_build`` with the facts
@@ -19,7 +19,7 @@ import onnx
 import pytest
 import test_trt_api as standin
 from onnx import TensorProto, helper
-from test_trt_api import VERSIONS, RecordingCuda, Scenario, StandIn, _manifest
+from support.trt_standin import VERSIONS, RecordingCuda, Scenario, StandIn, _manifest
 
 from cifrenet_edge.errors import (
     BackendUnavailableError,
@@ -355,7 +355,7 @@ def test_export_option_check_warns_or_refuses_per_target():
 def test_export_refuses_dla_with_dynamic_before_exporting(monkeypatch, tmp_path):
     """Finding 7 at export: one line in a second, not after the export and quantization."""
     from cifrenet_edge.export import EngineOptions, OnnxOptions, export
-    from cifrenet_edge.export import pipeline as export_pipeline
+    from cifrenet_edge.export import stages as export_pipeline
 
     monkeypatch.setattr(api, "import_tensorrt", StandIn("10.3.0", Scenario("10.3.0")).module)
 
@@ -380,7 +380,7 @@ def test_rules_module_is_python38():
     from conftest import assert_python38
 
     root = Path(rules.__file__).resolve().parent
-    names = ("rules.py", "build.py", "plan.py", "timing_cache.py", "calibrator.py")
+    names = ("rules.py", "build.py", "plan.py", "timing_cache.py", "int8_calibrator.py")
     assert_python38([root / name for name in names])
 
 
@@ -535,7 +535,7 @@ class FailingBatches:
 
 def _calibrating_build(monkeypatch, captured: List[Any]) -> None:
     """The stand-in builder drives the calibrator as TensorRT does when it builds."""
-    from cifrenet_edge.trt import calibrator as cal_mod
+    from cifrenet_edge.trt import int8_calibrator as cal_mod
 
     make = cal_mod.make_entropy_calibrator
 
@@ -591,7 +591,7 @@ def test_calibrator_callback_failure_is_contained(monkeypatch, run_build, tmp_pa
 
 def test_calibrator_callbacks_never_raise(monkeypatch, tmp_path):
     """TensorRT 8.2 has no try/catch around them (std::terminate): they must not raise."""
-    from cifrenet_edge.trt.calibrator import make_entropy_calibrator
+    from cifrenet_edge.trt.int8_calibrator import make_entropy_calibrator
 
     s = StandIn("8.2.1", Scenario("8.2.1"))
     cuda = RecordingCuda()

@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 import cv2
 import numpy as np
 import pytest
-from trt_sim import OrtCompute, SimFault, SimGpu, make_onnx
+from support.trt_sim import OrtCompute, SimFault, SimGpu, make_onnx
 
 from cifrenet_edge.errors import (
     BackendUnavailableError,
@@ -55,7 +55,7 @@ def _gpu(version: str, **kw: Any) -> SimGpu:
 
 
 def _inputs(real_images_dir: Path, wh, meta, n: int = 5) -> List[np.ndarray]:
-    from cifrenet_edge.runtime.preprocess import preprocess
+    from cifrenet_edge.preprocess import preprocess
 
     files = sorted(Path(real_images_dir).glob("*.jpg"))[:n]
     return [preprocess(cv2.imread(str(f)), wh, meta["mean_bgr"], meta["scale"]) for f in files]
@@ -192,8 +192,8 @@ def test_cuda_graph_replays_each_new_input(version, tiny, tmp_path):
 
 def test_calibrator_device_buffer_holds_the_frames(real_images_dir, tmp_path):
     """Read the calibrator's pointer as TensorRT does: batch_size frames, every byte right."""
-    from cifrenet_edge.calib import load_calibration
-    from cifrenet_edge.trt.calibrator import make_entropy_calibrator
+    from cifrenet_edge.data.calibration import load_calibration
+    from cifrenet_edge.trt.int8_calibrator import make_entropy_calibrator
 
     g = _gpu("8.6.1")
     data = load_calibration(real_images_dir, (160, 96))  # five frames
@@ -447,8 +447,8 @@ def test_shape_outside_the_profile_at_open_leaks_nothing(tiny, tmp_path):
 @pytest.mark.parametrize("which", ["fixed", "half_res"])
 def test_gpu_argmax_reads_the_logits_at_their_own_size(which, tiny, real_images_dir, tmp_path):
     """predict_frame (argmax on the device) == the host path, also for half-size logits."""
+    from cifrenet_edge.preprocess import preprocess
     from cifrenet_edge.runtime.postprocess import argmax_classes, resize_mask
-    from cifrenet_edge.runtime.preprocess import preprocess
 
     g = _gpu("10.3.0")
     eng = g.write_engine(tmp_path, tiny[which], (1, 3, 64, 128))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cifrenet_edge.errors import BackendUnavailableError
-from cifrenet_edge.runtime import cuda as cuda_mod
+from cifrenet_edge.trt import cuda as cuda_mod
 
 
 def _cudart():

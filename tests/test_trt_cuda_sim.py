@@ -1,4 +1,4 @@
-"""The CUDA wrapper (``runtime/cuda.py``) on the simulated cuda-python of every release.
+"""The CUDA wrapper (``trt/cuda.py``) on the simulated cuda-python of every release.
 
 ``trt_sim.SimCudart`` has each runtime function with the arity and return tuple of the real
 wheels (11.8.7, 12.6.2, 13.4.4), so the real ``CudaPython`` runs on it as on a GPU machine.
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cuda_sim import CUDA_PYTHON_VERSIONS, SimCudart, load_cuda_api
+from support.cuda_sim import CUDA_PYTHON_VERSIONS, SimCudart, load_cuda_api
 
 from cifrenet_edge.errors import BackendUnavailableError
-from cifrenet_edge.runtime import cuda as cuda_mod
-from cifrenet_edge.runtime.cuda import CudaPython
+from cifrenet_edge.trt import cuda as cuda_mod
+from cifrenet_edge.trt.cuda import CudaPython
 
 
 def _cuda(version: str = "13.4.4", **kw):

@@ -107,9 +107,9 @@ def test_gpu_argmax_fast_path_equals_host_postprocessing(engines, real_images_di
     """With CuPy, only the uint8 class map crosses back; it must equal the host path's map."""
     pytest.importorskip("cupy", reason="CuPy not installed: the GPU argmax path is off")
     from cifrenet_edge.manifest import read_manifest
+    from cifrenet_edge.preprocess import preprocess
     from cifrenet_edge.runtime.backends.tensorrt import TensorRTBackend
     from cifrenet_edge.runtime.postprocess import argmax_classes, resize_mask
-    from cifrenet_edge.runtime.preprocess import preprocess
 
     path = engines["fp32"].path
     m = read_manifest(path)

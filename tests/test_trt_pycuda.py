@@ -1,4 +1,4 @@
-"""``runtime.cuda.PyCuda`` (Xavier / JetPack 5, Python 3.8) on a stand-in of pycuda's real API.
+"""``trt.cuda.PyCuda`` (Xavier / JetPack 5, Python 3.8) on a stand-in of pycuda's real API.
 
 ``pycuda_sim`` follows inducer/pycuda's ``wrap_cudadrv.cpp`` and ``cuda.hpp``: a per-thread
 context stack, objects that need a current context when made, ``Stream(flags=0)`` blocking by
@@ -11,13 +11,13 @@ import threading
 
 import numpy as np
 import pytest
-from cuda_sim import SimCudart
-from pycuda_sim import import_pycuda_driver
-from trt_sim import OrtCompute, SimGpu, make_onnx
+from support.cuda_sim import SimCudart
+from support.pycuda_sim import import_pycuda_driver
+from support.trt_sim import OrtCompute, SimGpu, make_onnx
 
 from cifrenet_edge.errors import BackendUnavailableError
-from cifrenet_edge.runtime import cuda as cuda_mod
-from cifrenet_edge.runtime.cuda import CU_STREAM_NON_BLOCKING, PyCuda
+from cifrenet_edge.trt import cuda as cuda_mod
+from cifrenet_edge.trt.cuda import CU_STREAM_NON_BLOCKING, PyCuda
 
 ZERO = dict.fromkeys(
     ("device", "context_memory", "pinned", "streams", "events", "graphs", "graph_execs"), 0

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from trt_sim import SimGpu, engine_bytes, make_onnx, parse_engine
+from support.trt_sim import SimGpu, engine_bytes, make_onnx, parse_engine
 
 from cifrenet_edge.errors import BackendUnavailableError
 from cifrenet_edge.manifest import read_manifest

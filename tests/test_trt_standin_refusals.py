@@ -17,9 +17,9 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 import onnx
 import pytest
 from onnx import TensorProto
-from test_trt_api import RecordingCuda, StandIn, _manifest
+from support.trt_sim import ComputeStandIn, TrtWorld
+from support.trt_standin import RecordingCuda, StandIn, _manifest
 from test_trt_build_rules import mixed_add, plain_conv, qdq_conv
-from trt_sim import ComputeStandIn, TrtWorld
 
 from cifrenet_edge.errors import CifreNetError, ExportError
 from cifrenet_edge.trt import api, rules
@@ -121,7 +121,7 @@ def test_enum_values_are_the_headers():
 @pytest.mark.parametrize("version", api.SUPPORTED_VERSIONS)
 def test_every_enum_the_toolkit_converts_has_header_values(version):
     """Each member of the enums the code turns into integers has its value from NvInfer.h."""
-    from test_trt_api import enum_values, load_api
+    from support.trt_standin import enum_values, load_api
 
     values, members = enum_values(version), load_api(version)["enums"]
     for name in ("NetworkDefinitionCreationFlag", "BuilderFlag", "DataType", "TensorIOMode"):

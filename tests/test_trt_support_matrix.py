@@ -19,7 +19,7 @@ import test_trt_api as api_tests
 import test_trt_standin_refusals as refusals
 import tomllib
 from packaging.specifiers import SpecifierSet
-from test_trt_api import RecordingCuda, Scenario, StandIn, _manifest
+from support.trt_standin import RecordingCuda, Scenario, StandIn, _manifest
 from test_trt_build_rules import plain_conv, qdq_conv
 
 from cifrenet_edge.errors import BackendUnavailableError, ConfigError
@@ -143,7 +143,7 @@ def test_build_on_pascal_with_trt10_stops_before_any_work(build_on):
 def test_info_env_names_the_extra_this_gpu_needs():
     from rich.console import Console
 
-    from cifrenet_edge.env import environment_report, render_environment, tensorrt_install
+    from cifrenet_edge.device.env import environment_report, render_environment, tensorrt_install
 
     assert tensorrt_install("6.1")["command"] == "pip install 'cifrenet-edge[trt86]'"
     assert tensorrt_install("8.6")["extra"] == "trt11"
@@ -218,7 +218,7 @@ def test_device_builder_runs_without_opencv(tmp_path):
     """The CUDA wrapper is importable without cv2; the names that need it say so."""
     code = (
         "import sys; sys.modules['cv2'] = None\n"
-        "import cifrenet_edge.runtime.cuda as c\n"
+        "import cifrenet_edge.trt.cuda as c\n"
         "from cifrenet_edge.trt import build\n"
         "assert callable(c.open_cuda)\n"
         "try:\n"

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from cifrenet_edge import CIFReNet
 from cifrenet_edge.errors import WeightsError
-from cifrenet_edge.weights import (
+from cifrenet_edge.model.weights import (
     build_model,
     load_imagenet_backbone,
     load_weights,

@@ -54,8 +54,8 @@ def majority_baseline(data: str) -> Optional[Dict[str, Any]]:
     """What 'no learning' scores: the most frequent training class predicted everywhere."""
     import numpy as np
 
+    from cifrenet_edge.accuracy.metrics import ConfusionMatrix
     from cifrenet_edge.data import open_dataset
-    from cifrenet_edge.metrics import ConfusionMatrix
 
     try:
         train, val = open_dataset(data, "train"), open_dataset(data, "val")

@@ -62,8 +62,8 @@ class NncfModel:
         self.request = None
 
     def predict(self, frame: np.ndarray) -> np.ndarray:
+        from cifrenet_edge.preprocess import preprocess
         from cifrenet_edge.runtime.postprocess import argmax_classes, resize_mask
-        from cifrenet_edge.runtime.preprocess import preprocess
 
         x = preprocess(frame, self.wh, self.mean, self.scale)
         small = argmax_classes(self.infer(x)[0])

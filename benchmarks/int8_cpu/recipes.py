@@ -3,7 +3,7 @@
     python benchmarks/int8_cpu/recipes.py            # 640x360, ~2 minutes
 
 Four files from ONNX Runtime's quantizer, differing only in the TensorRT-relevant options
-(``cifrenet_edge/quantize/calibrate.py``): the 0.1 recipe (int8 weight initializers, Conv
+(``cifrenet_edge/quantize/ort_quantizer.py``): the 0.1 recipe (int8 weight initializers, Conv
 outputs quantized), each change alone, and the 0.2 recipe (float weights -> Q -> DQ,
 dedicated pairs, no Conv-output Q/DQ). Each is timed in OpenVINO (the runtime's CPU INT8
 engine) interleaved with the FP32 model (the bench's scheduler), and its agreement with FP32
@@ -42,8 +42,8 @@ def _quantize(fp32: Path, out: Path, batches, extra_over: dict) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from cifrenet_edge.quantize import calibrate as C
     from cifrenet_edge.quantize import graph as G
+    from cifrenet_edge.quantize import ort_quantizer as C
 
     model = onnx.load(str(fp32))
     sens = G.find_sensitive_nodes(model)
@@ -87,14 +87,14 @@ def main(argv=None) -> dict:
     import openvino as ov
 
     from cifrenet_edge.bench import Series, run_interleaved
-    from cifrenet_edge.calib import load_calibration
+    from cifrenet_edge.data.calibration import load_calibration
     from cifrenet_edge.data.synthetic import make_scene, write_synthetic_dataset
     from cifrenet_edge.export import export_onnx
+    from cifrenet_edge.model.linear_probe import make_probe_checkpoint
+    from cifrenet_edge.preprocess import preprocess
     from cifrenet_edge.presets import get_preset, parse_resolution
-    from cifrenet_edge.probe import make_probe_checkpoint
     from cifrenet_edge.quantize import agreement_report
     from cifrenet_edge.quantize.verify import session
-    from cifrenet_edge.runtime.preprocess import preprocess
 
     sys.path.insert(0, str(HERE))
     from run import machine

@@ -40,7 +40,8 @@ It also records why onnxruntime is slow on the s8 file: the op counts of the gra
 actually executes after its own optimisations (float Convs left between Q/DQ pairs).
 Writes ``benchmarks/int8_cpu/results/<host>-<UTC time>.json`` with the machine (CPU model,
 flags, cores, load) and library versions. Without --weights, a linear-probe model
-(``cifrenet_edge.probe``) stands in for trained weights; speed does not depend on the weights.
+(``cifrenet_edge.model.linear_probe``) stands in for trained weights; speed does not depend
+on the weights.
 """
 
 import argparse
@@ -195,8 +196,8 @@ def _seven_bit_only(int8, tmp: Path) -> Path:
 
 def _calibration_frames(calib, fp32) -> list:
     """The preprocessed frames ``quantize_onnx`` calibrated on (its held-out split removed)."""
-    from cifrenet_edge.calib import load_calibration
-    from cifrenet_edge.quantize.pipeline import _split
+    from cifrenet_edge.data.calibration import load_calibration
+    from cifrenet_edge.quantize.int8 import _split
 
     m = fp32.manifest
     data = load_calibration(calib, tuple(m["resolution"]), mean_bgr=m["mean_bgr"], scale=m["scale"])
@@ -350,7 +351,7 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         weights = args.weights
         if weights is None:
-            from cifrenet_edge.probe import make_probe_checkpoint
+            from cifrenet_edge.model.linear_probe import make_probe_checkpoint
 
             weights = make_probe_checkpoint(tmp / "probe.pth")
             info["weights"] = "probe (BN re-estimated, ridge classifier; untrained backbone)"
@@ -417,7 +418,7 @@ def main(argv=None) -> dict:
             "int8_reason": seg["toolkit int8"].reason,
         }
         info["agreement_end_to_end"] = _agreements(seg, wh)
-        from cifrenet_edge.runtime.preprocess import preprocess
+        from cifrenet_edge.preprocess import preprocess
 
         m = fp32.manifest
         x = preprocess(frame, wh, m["mean_bgr"], m["scale"])

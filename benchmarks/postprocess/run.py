@@ -82,7 +82,7 @@ def get_logits(weights, frames, threads):
     else:
         label = str(weights)
     with Segmenter.open(weights, resolution=MODEL_WH, threads=threads, warmup=0) as seg:
-        from cifrenet_edge.runtime.preprocess import preprocess
+        from cifrenet_edge.preprocess import preprocess
 
         m = seg.manifest
         logits = [
@@ -133,8 +133,8 @@ def main() -> None:
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     photos = [cv2.imread(str(p)) for p in paths]
     frames = [cv2.resize(p, FRAME_WH, interpolation=cv2.INTER_LINEAR) for p in photos]
+    from cifrenet_edge.accuracy.metrics import miou
     from cifrenet_edge.data.synthetic import make_scene
-    from cifrenet_edge.metrics import miou
 
     scenes = [make_scene(9000 + i, FRAME_WH) for i in range(6)]
     (logits, native_logits, scene_logits), label = get_logits(

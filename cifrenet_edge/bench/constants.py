@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
+from ..manifest import PRECISIONS  # noqa: F401  (re-exported)
+
 SCHEMA = "cifrenet-edge/bench"
 SCHEMA_VERSION = 1
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 MAX_SIDE = 4096  # a benchmark at 8K would take minutes per query and prove nothing
 MAX_BATCH = 64
 FRAME_WH = (1280, 720)  # the camera frame end-to-end latency is measured on

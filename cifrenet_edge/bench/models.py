@@ -173,7 +173,7 @@ def probe_weights(
         return None, None
     path = cache / f"probe_{preset}_{PROBE_WH[0]}x{PROBE_WH[1]}_seed0_v{__version__}.pth"
     if not path.is_file():
-        from ..probe import make_probe_checkpoint
+        from ..model.linear_probe import make_probe_checkpoint
 
         log(f"fitting the probe model {path.name} ...")
         cache.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def calibration_dir(cache: Path, wh: Tuple[int, int]) -> Path:
 
 
 def _quantize(fp32: Path, int8: Path, wh: Tuple[int, int], preset: str, cache: Path) -> None:
-    from ..calib import load_calibration
+    from ..data.calibration import load_calibration
     from ..data.synthetic import write_synthetic_dataset
     from ..presets import get_preset
     from ..quantize import quantize_onnx
@@ -203,7 +203,7 @@ def _quantize(fp32: Path, int8: Path, wh: Tuple[int, int], preset: str, cache: P
         write_synthetic_dataset(cdir, CALIB_COUNT, wh, seed=0, val_fraction=0.0, preset=preset)
     # A speed benchmark needs representative activations, not a deployment-grade range
     # estimate: the "use a few hundred frames" advice and ORT's progress prints are noise here.
-    calib_log = logging.getLogger("cifrenet_edge.calib")
+    calib_log = logging.getLogger("cifrenet_edge.data.calibration")
     level = calib_log.level
     calib_log.setLevel(logging.ERROR)
     try:
@@ -233,7 +233,7 @@ def torch_checkpoint(preset: str, weights: Optional[str], cache: Path) -> Path:
     if not path.is_file():
         import torch
 
-        from ..weights import build_model, save_checkpoint
+        from ..model.weights import build_model, save_checkpoint
 
         torch.manual_seed(0)  # export/graph.py seeds the same way: both rows run the same weights
         model, _ = build_model(preset)

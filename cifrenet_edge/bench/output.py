@@ -2,7 +2,7 @@
 
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -45,6 +45,8 @@ def render_report(report: BenchReport, console: Any) -> None:
     dev = _device_name(report)
     for wh in [tuple(r) for r in report.config["resolutions"]]:
         console.print(_resolution_table(report, wh, dev))
+        for line in _not_run_lines(report, wh):
+            console.print(line)
     if report.ratios:
         console.print(_ratio_table(report))
     if report.estimate:
@@ -54,7 +56,6 @@ def render_report(report: BenchReport, console: Any) -> None:
 
 def _resolution_table(report: BenchReport, wh: Tuple[int, int], dev: str) -> Any:
     """One resolution's rows: the paper's FPS first, then compute and end-to-end columns."""
-    from rich.markup import escape
     from rich.table import Table
 
     rows = [r for r in report.results if tuple(r.resolution) == wh]
@@ -83,13 +84,7 @@ def _resolution_table(report: BenchReport, wh: Tuple[int, int], dev: str) -> Any
         style="italic",
     )
     for r in rows:
-        if r.status != "ok":
-            t.add_row(
-                r.backend,
-                r.precision,
-                f"[yellow]{r.status}[/yellow]: {escape(r.reason)}",
-                *([""] * (len(cols) - 3)),
-            )
+        if r.status != "ok":  # under the table (``_not_run_lines``): a reason is no cell
             continue
         c, e = r.compute, r.end_to_end
         w = r.warmup.get("compute") or r.warmup.get("end_to_end") or {}
@@ -120,6 +115,20 @@ def _resolution_table(report: BenchReport, wh: Tuple[int, int], dev: str) -> Any
         ]
         t.add_row(*cells)
     return t
+
+
+def _not_run_lines(report: BenchReport, wh: Tuple[int, int]) -> List[str]:
+    """One line per row of this resolution that did not run, its reason on the same line."""
+    from rich.markup import escape
+
+    lines = []
+    for r in report.results:
+        if tuple(r.resolution) != wh or r.status == "ok":
+            continue
+        word = "not run" if r.status == "skipped" else r.status
+        reason = " ".join(str(r.reason).split())  # a multi-line reason stays one line
+        lines.append(f"  [yellow]{word}[/yellow]: {r.backend} {r.precision}: {escape(reason)}")
+    return lines
 
 
 def _agreement_cell(r: Any) -> str:
@@ -162,7 +171,7 @@ def _ratio_table(report: BenchReport) -> Any:
 
 def _render_estimates(report: BenchReport, console: Any) -> None:
     """The roofline estimates, and the measured CPU rows against the local-CPU bound."""
-    from ..estimate import DeviceEstimate, PrecisionBound, render_estimates
+    from .estimate import DeviceEstimate, PrecisionBound, render_estimates
 
     ests = []
     for e in report.estimate:

@@ -77,7 +77,7 @@ def compute_ratios(results: Sequence[BenchResult]) -> List[Ratio]:
                 )
         t = _find(results, "tensorrt", "fp32", wh)
         if t and t.compute and wh == (640, 360):
-            from ..paper import PAPER_FPS
+            from ..model.paper import PAPER_FPS
 
             v = t.compute.fps / PAPER_FPS[(640, 360)]
             out.append(

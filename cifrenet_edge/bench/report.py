@@ -72,7 +72,7 @@ class BenchReport:
 
 
 def _paper_block(resolutions: Sequence[Tuple[int, int]]) -> Dict[str, Any]:
-    from ..paper import PAPER_FPS, PAPER_FPS_DEVICE
+    from ..model.paper import PAPER_FPS, PAPER_FPS_DEVICE
 
     return {
         "device": PAPER_FPS_DEVICE,

@@ -66,8 +66,8 @@ def _bare_ort_session(path: Path, threads: Optional[int]) -> Any:
 
 def _tensor(batch: int, wh: Tuple[int, int], frame: np.ndarray, preset: str) -> np.ndarray:
     """The compute input: the real frame preprocessed (not zeros: INT8 kernels see real data)."""
+    from ..preprocess import preprocess
     from ..presets import get_preset
-    from ..runtime.preprocess import preprocess
 
     meta = get_preset(preset).metadata()
     x = preprocess(frame, wh, meta["mean_bgr"], meta["scale"])

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, ModelFileError
-from .accuracy import add_int8_agreement
+from .agreement import add_int8_agreement
 from .constants import (
     BACKENDS,
     CALIB_COUNT,
@@ -257,7 +257,7 @@ def _estimates(
 ) -> Optional[List[Dict[str, Any]]]:
     if not estimate_devices:
         return None
-    from ..estimate import estimate, estimate_as_dict
+    from .estimate import estimate, estimate_as_dict
 
     estimates: List[Dict[str, Any]] = []
     for wh in resolutions:

@@ -85,8 +85,8 @@ def bench(
         return
     resolutions = B.parse_resolutions(res) if res else None
     if estimate_only:
-        from ..estimate import estimate as run_estimate
-        from ..estimate import render_estimates
+        from ..bench.estimate import estimate as run_estimate
+        from ..bench.estimate import render_estimates
 
         ests = []
         for wh in resolutions or [(640, 360)]:

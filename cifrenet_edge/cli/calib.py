@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from ..calib import DEFAULT_COUNT, MIN_RECOMMENDED_COUNT, describe, sample_video
+from ..data.calibration import DEFAULT_COUNT, MIN_RECOMMENDED_COUNT, describe, sample_video
 from ..presets import format_resolution, parse_resolution
 from . import app
 

@@ -27,7 +27,7 @@ def evaluate_cmd(
     """mIoU, per-class IoU and pixel accuracy of a deployed model (via the Segmenter)."""
 
     from .._io import write_json_atomic
-    from ..evaluate import evaluate, format_table, result_lines
+    from ..accuracy.evaluate import evaluate, format_table, result_lines
 
     result = evaluate(
         model,

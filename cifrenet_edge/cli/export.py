@@ -1,7 +1,7 @@
 """`cifrenet-edge export`: a verified ONNX model (and INT8/FP16/engine) for a TensorRT target."""
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import typer
 
@@ -80,7 +80,7 @@ def export(
 
     from ..export import EngineOptions, Int8Options, OnnxOptions
     from ..export import export as run_export
-    from ..serve.triton_repo import TritonOptions, write_model_repository
+    from ..serve.triton_repo import TritonOptions, export_triton, write_model_repository
 
     triton = TritonOptions(
         name=triton_name,
@@ -97,22 +97,20 @@ def export(
             raise ConfigError("--from writes a Triton repository: add --format triton")
         _print_triton(write_model_repository(source, output or Path("models") / "triton", triton))
         return
-    result = run_export(
-        OnnxOptions(
-            preset=preset,
-            weights=weights,
-            res=res,
-            dynamic=dynamic,
-            min_res=min_res,
-            max_res=max_res,
-            opset=opset,
-            target=target,
-            batch=batch,
-            verify_images=verify_images,
-        ),
+    onnx_options = OnnxOptions(
+        preset=preset,
+        weights=weights,
+        res=res,
+        dynamic=dynamic,
+        min_res=min_res,
+        max_res=max_res,
+        opset=opset,
+        target=target,
+        batch=batch,
+        verify_images=verify_images,
+    )
+    stages: Dict[str, Any] = dict(
         precision=precision,
-        format=fmt,
-        output=output,
         int8=Int8Options(
             calib=calib,
             method=calib_method,
@@ -124,10 +122,12 @@ def export(
         ),
         engine=EngineOptions(workspace=workspace, timing_cache=timing_cache, dla_core=dla_core),
         quiet=quiet,
-        triton=triton,
     )
-    if "triton" in result.stages:
-        _print_triton(result.stages["triton"])
+    if fmt.lower() == "triton":  # the export, then its artifact as a repository
+        result = export_triton(output, triton, onnx_options, **stages)
+        _print_triton(result.stages.triton)
+    else:
+        result = run_export(onnx_options, format=fmt, output=output, **stages)
     m = result.fp32.manifest
     par = result.fp32.parity
     console = make_console()

@@ -32,7 +32,7 @@ def info(
     """Parameters, multiply-adds and FLOPs per resolution beside the paper's figures."""
     console = make_console()
     if env:
-        from ..env import environment_report, render_environment
+        from ..device.env import environment_report, render_environment
 
         report = environment_report(dla_core)
         if as_json:
@@ -40,7 +40,7 @@ def info(
         else:
             render_environment(report, console)
         return
-    from ..complexity import model_report  # imports torch: only when this command runs
+    from ..model.complexity import model_report  # imports torch: only when this command runs
 
     name = get_preset(preset).name
     resolutions = [parse_resolution(r) for r in (res or DEFAULT_RES)]

@@ -44,7 +44,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Segment every frame of a source and write masks and overlays (or a segmented bag)."""
-    from ..runtime.pipeline import run_predict
+    from ..runtime.predict_files import run_predict
 
     console = Console(stderr=True)
     bar = Progress(

@@ -37,9 +37,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train or fine-tune CIFReNet (SGD 0.9, wd 5e-4, lr 0.005 poly, scale/flip/rotate/crop)."""
+    from ..model.train import TrainConfig
+    from ..model.train import train as run_train
     from ..presets import parse_resolution
-    from ..train import TrainConfig
-    from ..train import train as run_train
 
     cfg = TrainConfig(
         data=data,

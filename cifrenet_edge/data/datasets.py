@@ -40,8 +40,8 @@ import cv2
 import numpy as np
 
 from ..errors import DatasetError
+from ..preprocess import IMAGE_SUFFIXES
 from ..presets import IGNORE_INDEX, get_preset, parse_resolution
-from ..runtime.sources import IMAGE_SUFFIXES
 
 KINDS = ("cityscapes", "camvid", "folder", "synthetic")
 SPLITS = ("train", "val", "test")

@@ -49,7 +49,7 @@ from .parity import (
     check_parity,
     parity_frames,
 )
-from .pipeline import PipelineResult, _stage, export
+from .stages import PipelineResult, Stages, export, needs
 from .targets import (
     DEFAULT_OPSET,
     DEFAULT_TARGET,
@@ -87,8 +87,8 @@ __all__ = [
     "Int8Options",
     "OnnxOptions",
     "PipelineResult",
+    "Stages",
     "Target",
-    "_stage",
     "build_onnx",
     "check_parity",
     "check_target_ops",
@@ -98,6 +98,7 @@ __all__ = [
     "fold_expand_wildcards",
     "get_target",
     "model_opset",
+    "needs",
     "parity_frames",
     "parser_ops",
     "resolve_opset",

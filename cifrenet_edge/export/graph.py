@@ -74,7 +74,7 @@ def _load_model(preset: str, weights: Optional[PathLike]) -> Tuple[torch.nn.Modu
     """The eval-mode network and its weights record; untrained weights are seeded (0)."""
     import torch
 
-    from ..weights import build_model
+    from ..model.weights import build_model
 
     p = get_preset(preset)
     if weights is None:
@@ -136,7 +136,7 @@ def _export_view(model: torch.nn.Module) -> torch.nn.Module:
     import torch.nn.functional as F
     from torch import nn
 
-    from ..model import HEAD_GROUPS, channel_shuffle
+    from ..model.cifrenet import HEAD_GROUPS, channel_shuffle
 
     view = copy.deepcopy(model).eval()
 

@@ -19,7 +19,7 @@ from .. import __version__
 from .._io import PathLike, atomic_path, ensure_writable_dir
 from ..errors import ConfigError, ExportError
 from ..manifest import MANIFEST_FORMAT, check_manifest, onnx_metadata_props, write_manifest
-from ..presets import format_resolution, get_preset, parse_resolution
+from ..presets import MAX_SIDE, MIN_SIDE, format_resolution, get_preset, parse_resolution
 from .graph import INPUT_NAME, OUTPUT_NAME, WH, _load_model, _normalise_resize, build_onnx
 from .parity import DEFAULT_MAX_ABS_DIFF, DEFAULT_MIN_AGREEMENT, check_parity, parity_frames
 from .targets import DEFAULT_TARGET, check_target_ops, get_target, model_opset, resolve_opset
@@ -27,8 +27,6 @@ from .targets import DEFAULT_TARGET, check_target_ops, get_target, model_opset, 
 if TYPE_CHECKING:
     import onnx
 
-MIN_SIDE = 32  # stride 8 inside; smaller inputs leave the MCIM with nothing to look at
-MAX_SIDE = 8192
 DEFAULT_DYNAMIC_MAX_BATCH = 4  # a four-camera rig; the TensorRT profile needs an upper bound
 
 
@@ -43,21 +41,7 @@ class ExportResult:
 
 
 def _res_tuple(res: Union[str, Sequence[int]], what: str = "--res") -> WH:
-    if isinstance(res, str):
-        wh = parse_resolution(res)
-    else:
-        try:
-            w, h = (int(v) for v in res)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{what} {res!r} is not WIDTHxHEIGHT: e.g. {what} 640x360") from None
-        wh = (w, h)
-    for side in wh:
-        if not MIN_SIDE <= side <= MAX_SIDE:
-            raise ConfigError(
-                f"{what} {wh[0]}x{wh[1]}: each side must be {MIN_SIDE}..{MAX_SIDE} pixels "
-                f"(e.g. {what} 640x360)"
-            )
-    return wh
+    return parse_resolution(res, what=what)
 
 
 def default_output_path(

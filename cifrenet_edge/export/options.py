@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Union
 
 from .._io import PathLike
 from ..errors import ConfigError
+from ..manifest import PRECISIONS  # noqa: F401  (re-exported)
 from ..presets import get_preset
 from .graph import WH
 from .onnx_export import _res_tuple
@@ -23,7 +24,6 @@ from .targets import DEFAULT_TARGET, Target, get_target, resolve_opset
 if TYPE_CHECKING:
     from ..presets import Preset
 
-PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "engine", "triton")  # triton: serve/triton_repo.py owns its TritonOptions
 CALIB_METHODS = ("entropy", "minmax", "percentile")
 INT8_MODES = ("qdq", "calibrator")

@@ -15,14 +15,14 @@ import numpy as np
 
 from .._io import PathLike
 from ..errors import ConfigError, ParityError
-from ..runtime.sources import IMAGE_SUFFIXES
+from ..preprocess import IMAGE_SUFFIXES
 from .graph import INPUT_NAME, OUTPUT_NAME, WH
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `cifrenet-edge --help` must not load torch
     import onnx
     import torch
 
-# Parity thresholds (issue 3): the class map is what a segmentation user sees.
+# Parity thresholds: the class map is what a segmentation user sees.
 DEFAULT_MIN_AGREEMENT = 0.9999
 DEFAULT_MAX_ABS_DIFF = 1e-4
 MAX_VERIFY_IMAGES = 8
@@ -77,7 +77,7 @@ def parity_frames(
 
 def _inputs_at(frames: Sequence[np.ndarray], wh: WH, batch: int, preset) -> List[np.ndarray]:
     """Batches of network input at ``wh``, each frame through the runtime's preprocess."""
-    from ..runtime.preprocess import preprocess
+    from ..preprocess import preprocess
 
     xs = [preprocess(f, wh, preset.mean_bgr, preset.scale) for f in frames]
     while len(xs) < batch:

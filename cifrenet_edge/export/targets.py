@@ -40,6 +40,10 @@ class Target:
     ops_file: Optional[str]  # resources/onnx_parser_ops/<file>; None: any standard ONNX op
     devices: str = ""
     implicit_int8: bool = True  # IInt8Calibrator still exists (gone in TensorRT 11)
+    # TensorRT builds strongly typed: precision comes only from the graph, so layers outside
+    # Q/DQ run in FP16 only if the file says so (10.x with STRONGLY_TYPED, 11.x always); 8.x
+    # targets get FP16 there from the builder flag instead
+    strongly_typed: bool = False
 
     @property
     def tensorrt(self) -> bool:
@@ -48,65 +52,68 @@ class Target:
 
 # Opset ranges and operator lists from onnx/onnx-tensorrt docs/operators.md at the commit each
 # TensorRT release pins (../shared/trt_api, packaged under resources/onnx_parser_ops).
-TARGETS: Dict[str, Target] = {
-    "trt8.2": Target(
-        "trt8.2",
-        "TensorRT 8.2",
-        1,
-        13,
-        13,
-        "onnx-parser-ops-8.2.1.json",
-        "Jetson Nano / TX2 (JetPack 4.6.x)",
+_TARGET_LIST = (
+    Target(
+        name="trt8.2",
+        description="TensorRT 8.2",
+        opset_min=1,
+        opset_max=13,
+        default_opset=13,
+        ops_file="onnx-parser-ops-8.2.1.json",
+        devices="Jetson Nano / TX2 (JetPack 4.6.x)",
     ),
-    "trt8.5": Target(
-        "trt8.5",
-        "TensorRT 8.5",
-        1,
-        17,
-        17,
-        "onnx-parser-ops-8.5.2.json",
-        "Jetson Xavier NX / AGX Xavier (JetPack 5.1)",
+    Target(
+        name="trt8.5",
+        description="TensorRT 8.5",
+        opset_min=1,
+        opset_max=17,
+        default_opset=17,
+        ops_file="onnx-parser-ops-8.5.2.json",
+        devices="Jetson Xavier NX / AGX Xavier (JetPack 5.1)",
     ),
-    "trt8.6": Target(
-        "trt8.6",
-        "TensorRT 8.6",
-        1,
-        17,
-        17,
-        "onnx-parser-ops-8.6.1.json",
-        "GTX 1080 Ti and other Pascal GPUs (last TensorRT for them)",
+    Target(
+        name="trt8.6",
+        description="TensorRT 8.6",
+        opset_min=1,
+        opset_max=17,
+        default_opset=17,
+        ops_file="onnx-parser-ops-8.6.1.json",
+        devices="GTX 1080 Ti and other Pascal GPUs (last TensorRT for them)",
     ),
     # 10.0-10.3 read opsets 9-20 (JetPack 6.x ships 10.3); its op list is the 10.1-GA doc,
     # the closest NVIDIA published (see ../shared/trt_api/README.md).
-    "trt10": Target(
-        "trt10",
-        "TensorRT 10.x",
-        9,
-        20,
-        DEFAULT_OPSET,
-        "onnx-parser-ops-10.3.0.json",
-        "Jetson Orin (JetPack 6.x), Volta and newer desktop GPUs",
+    Target(
+        name="trt10",
+        description="TensorRT 10.x",
+        opset_min=9,
+        opset_max=20,
+        default_opset=DEFAULT_OPSET,
+        ops_file="onnx-parser-ops-10.3.0.json",
+        devices="Jetson Orin (JetPack 6.x), Volta and newer desktop GPUs",
+        strongly_typed=True,
     ),
-    "trt11": Target(
-        "trt11",
-        "TensorRT 11.x",
-        9,
-        24,
-        DEFAULT_OPSET,
-        "onnx-parser-ops-11.1.json",
-        "Turing and newer GPUs, Jetson Orin with JetPack 7",
+    Target(
+        name="trt11",
+        description="TensorRT 11.x",
+        opset_min=9,
+        opset_max=24,
+        default_opset=DEFAULT_OPSET,
+        ops_file="onnx-parser-ops-11.1.json",
+        devices="Turing and newer GPUs, Jetson Orin with JetPack 7",
         implicit_int8=False,
+        strongly_typed=True,
     ),
-    "onnxruntime": Target(
-        "onnxruntime",
-        "ONNX Runtime / OpenVINO",
-        7,
-        20,
-        DEFAULT_OPSET,
-        None,
-        "CPU, or any ONNX Runtime execution provider",
+    Target(
+        name="onnxruntime",
+        description="ONNX Runtime / OpenVINO",
+        opset_min=7,
+        opset_max=20,
+        default_opset=DEFAULT_OPSET,
+        ops_file=None,
+        devices="CPU, or any ONNX Runtime execution provider",
     ),
-}
+)
+TARGETS: Dict[str, Target] = {t.name: t for t in _TARGET_LIST}
 DEFAULT_TARGET = "trt8.6"
 
 
@@ -271,7 +278,7 @@ def check_target_ops(
             f"{t.description} ({t.devices}) cannot parse {len(bad)} node(s): {shown}; "
             "pick a newer --target or remove these ops from the model"
         )
-    from ..trt.rules import check_target_graph  # what the target's TensorRT refuses (issue 12)
+    from ..trt.rules import check_target_graph  # what the target's TensorRT refuses
 
     report["warnings"] = check_target_graph(model, t.name)
     return report

@@ -13,7 +13,6 @@ written here is verified here. The package follows the data:
 - ``pipeline``: ``quantize_onnx``, the entry point.
 """
 
-from .calibrate import METHODS, PERCENTILE, QUANTIZED_OP_TYPES, model_batches, recipe
 from .graph import (
     check_qdq_rules,
     conv_input_kinds,
@@ -26,7 +25,7 @@ from .graph import (
     u8_inputs_variant,
     weight_form,
 )
-from .pipeline import (
+from .int8 import (
     FLOAT_PARTS,
     HOLDOUT_EVERY,
     KEEP_FLOAT_CHOICES,
@@ -34,6 +33,7 @@ from .pipeline import (
     default_int8_path,
     quantize_onnx,
 )
+from .ort_quantizer import METHODS, PERCENTILE, QUANTIZED_OP_TYPES, model_batches, recipe
 from .verify import DEFAULT_GATES, REFERENCE, agreement_report, this_cpu_int8, verify_int8
 
 __all__ = [

@@ -686,7 +686,7 @@ def fp16_float_parts(model, keep_fp32_ops: Iterable[str] = ("Resize", "Upsample"
     """
     from onnx import numpy_helper, version_converter
 
-    from ..fp16 import convert_graph_fp16
+    from .fp16 import convert_graph_fp16
 
     graph = model.graph
     scale_names = {

@@ -15,12 +15,19 @@ from .backends import Backend, choose_backend
 try:
     import cv2  # noqa: F401
 except ImportError as _cv2_error:
-    # The PyTorch-free device builder imports ``runtime.cuda`` only, which needs no OpenCV:
+    # A robot without OpenCV may still use the backends alone (the builder needs no OpenCV):
     # without cv2 the package still imports, and the names that need it say so when used.
     _NO_CV2 = str(_cv2_error)
 
     def __getattr__(name: str) -> object:
-        if name in ("Segmenter", "check_frame", "open_source", "preprocess"):
+        if name in (
+            "Prediction",
+            "Segmenter",
+            "Timing",
+            "check_frame",
+            "open_source",
+            "preprocess",
+        ):
             raise ImportError(
                 f"cifrenet_edge.runtime.{name} needs OpenCV ({_NO_CV2}): "
                 "pip install opencv-python-headless (on a Jetson: apt install python3-opencv)"
@@ -28,8 +35,17 @@ except ImportError as _cv2_error:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 else:
-    from .preprocess import check_frame, preprocess
-    from .segmenter import Segmenter
+    from ..preprocess import check_frame, preprocess
+    from .segmenter import Prediction, Segmenter, Timing
     from .sources import open_source
 
-__all__ = ["Backend", "Segmenter", "check_frame", "choose_backend", "open_source", "preprocess"]
+__all__ = [
+    "Backend",
+    "Prediction",
+    "Segmenter",
+    "Timing",
+    "check_frame",
+    "choose_backend",
+    "open_source",
+    "preprocess",
+]

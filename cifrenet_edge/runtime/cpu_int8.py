@@ -6,7 +6,7 @@ byte product, summed in pairs into a *16-bit* lane that saturates. oneDNN (OpenV
 ONNX Runtime run a symmetric s8 activation there by shifting it to u8 (+128), so pairs of
 large activations times large weights overflow 32767 and the class map breaks: measured on
 an AMD EPYC (Zen 3) with this network, 0.60-0.62 pixel agreement with FP32 where the same
-Q/DQ file evaluated in float gives 0.94 (``shared/FACTS.md``, issue 11).
+Q/DQ file evaluated in float gives 0.94 (``shared/FACTS.md``).
 VNNI (``avx512_vnni``, ``avx_vnni``), AMX (``amx_int8``) and Arm's dot product
 (``asimddp``) accumulate in 32 bits: no saturation, and neither does TensorRT.
 

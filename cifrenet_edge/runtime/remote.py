@@ -47,7 +47,7 @@ import json
 import re
 import threading
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -59,10 +59,8 @@ from ..errors import (
     ModelFileError,
     first_line,
 )
-from ..manifest import check_manifest
+from ..manifest import check_manifest, model_input_wh
 from .backends.base import Backend
-from .preprocess import check_frame
-from .segmenter import Segmenter
 
 # -- the wire protocol (shared with cifrenet_edge/serve/server.py) ----------------------------
 #: N x H x W x 3 uint8 BGR frames; all frames of one request have one size
@@ -392,12 +390,17 @@ class TritonFramesBackend(Backend):
         self.dynamic_batch = True
         self.max_side = int(runtime.get("max_side") or 0)
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        raise ConfigError(
+    returns_logits = False
+
+    def why_no_logits(self) -> str:
+        return (
             f"the Triton model {self.connection.address.url} takes frames and returns class "
             "maps, not logits: use predict() without probabilities, or open the model file "
             "locally for probabilities"
         )
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        raise ConfigError(self.why_no_logits())
 
     def predict_frame(self, frame: np.ndarray) -> np.ndarray:
         return self.predict_frames([frame])[0]
@@ -455,34 +458,6 @@ class TritonFramesBackend(Backend):
         self.connection.close()
 
 
-class RemoteSegmenter(Segmenter):
-    """A Segmenter on a ``cifrenet-edge serve`` model; open with ``Segmenter.open(url)``."""
-
-    def __init__(self, backend: TritonFramesBackend, url: str, reason: str) -> None:
-        wh = (backend.input_shape[3], backend.input_shape[2])
-        super().__init__(backend, backend.manifest, wh, url, reason)
-        self._remote = backend
-
-    def warmup(self, iterations: int = 1) -> None:
-        """Blank frames through the server: the connection is up before the first real frame."""
-        blank = np.zeros((self._wh[1], self._wh[0], 3), dtype=np.uint8)
-        for _ in range(max(int(iterations), 0)):
-            self._remote.predict_frames([blank])
-
-    def predict_batch(self, frames: Sequence[np.ndarray], probabilities: bool = False) -> List[Any]:
-        """``predict`` for several frames: same-size frames travel in one request."""
-        self._check_open()
-        if probabilities:
-            self._remote.infer(np.empty(0, np.float32))  # raises the explanation
-        frames = list(frames)
-        for i, frame in enumerate(frames):
-            try:
-                check_frame(frame)
-            except FrameError as exc:
-                raise FrameError(f"frame {i}: {exc}") from None
-        return self._remote.predict_frames(frames)
-
-
 def _parameters(config: Dict[str, Any]) -> Dict[str, str]:
     """``parameters`` of a model config (JSON form) as plain strings."""
     params = config.get("parameters") or {}
@@ -506,8 +481,6 @@ class TritonTensorBackend(Backend):
     name = "triton"
 
     def __init__(self, connection: _Connection, manifest: Dict[str, Any], config: Dict[str, Any]):
-        from .segmenter import model_input_wh
-
         self.connection = connection
         self.input_name = str(manifest["input_name"])
         self.output_name = str(manifest["output_name"])
@@ -609,10 +582,11 @@ def _open_timed_out(connection: _Connection, exc: BackendUnavailableError, state
     )
 
 
-def open_remote(url: str, timeout: float = DEFAULT_TIMEOUT_S, warmup: int = 1) -> Segmenter:
-    """Connect to a Triton model and check it end to end: a ``RemoteSegmenter`` for a
-    ``cifrenet-edge serve`` model (uint8 frames), a Segmenter over ``TritonTensorBackend``
-    for a repository written by ``export --format triton`` (the network's own tensors)."""
+def connect(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> Tuple[Backend, Dict[str, Any], str]:
+    """Connect to a Triton model and read its manifest: (backend, manifest, reason). A
+    ``cifrenet-edge serve`` model (uint8 frames) gets ``TritonFramesBackend``, a repository
+    written by ``export --format triton`` (the network's own tensors) ``TritonTensorBackend``;
+    ``Segmenter.open(url)`` wraps either."""
     address = parse_url(url)
     connection = _Connection(address, timeout)
     try:
@@ -637,17 +611,9 @@ def open_remote(url: str, timeout: float = DEFAULT_TIMEOUT_S, warmup: int = 1) -
     if isinstance(backend, TritonFramesBackend):
         there = "{} on {}".format(runtime.get("backend", "?"), runtime.get("device", "?"))
         reason = f"remote: Triton model {address.model!r} at {address.hostport} ({there} there)"
-        seg = RemoteSegmenter(backend, address.url, reason)  # type: Segmenter
     else:
-        wh = (backend.input_shape[3], backend.input_shape[2])
         reason = (
             f"remote: Triton model {address.model!r} at {address.hostport} (the network's "
             "tensors; pre/post-processing here)"
         )
-        seg = Segmenter(backend, manifest, wh, address.url, reason)
-    try:
-        seg.warmup(warmup)
-    except BaseException:
-        seg.close()
-        raise
-    return seg
+    return backend, manifest, reason

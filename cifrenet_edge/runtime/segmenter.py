@@ -16,60 +16,30 @@ numpy + OpenCV (+ the backend's library), Python 3.8 syntax.
 
 import logging
 import threading
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Dict,
+    List,
+    Literal,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    overload,
+)
 
 import cv2
 import numpy as np
 
 from ..errors import BackendUnavailableError, ClosedError, ConfigError, FrameError, ModelFileError
-from ..manifest import check_manifest, read_manifest, sidecar_path
+from ..manifest import Resolution, call_batch, model_input_wh, read_manifest, sidecar_path
+from ..preprocess import check_frame, normalize_into, resize_bgr
 from .backends import TORCH_SUFFIXES, Backend, choose_backend, is_remote, load_backend
 from .backends.base import parse_device
 from .postprocess import argmax_classes, palette_lut, resize_logits, resize_mask, softmax_
-from .preprocess import check_frame, normalize_into, resize_bgr
-
-Resolution = Union[str, Sequence[int], None]
-
-
-def _parse_wh(resolution: Resolution) -> Optional[Tuple[int, int]]:
-    if resolution is None:
-        return None
-    if isinstance(resolution, str):
-        from ..presets import parse_resolution
-
-        return parse_resolution(resolution)
-    try:
-        w, h = (int(v) for v in resolution)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"resolution {resolution!r} is not (width, height) or 'WIDTHxHEIGHT'"
-        ) from None
-    return w, h
-
-
-def model_input_wh(manifest: Dict[str, Any], requested: Resolution = None) -> Tuple[int, int]:
-    """The (width, height) the model runs at: fixed, the dynamic 'opt', or ``requested``."""
-    want = _parse_wh(requested)
-    fixed = manifest.get("resolution")
-    dynamic = manifest.get("dynamic")
-    if fixed:
-        wh = (int(fixed[0]), int(fixed[1]))
-        if want is not None and want != wh:
-            raise ConfigError(
-                f"this model was exported for a fixed {wh[0]}x{wh[1]}, not "
-                f"{want[0]}x{want[1]}: export it with --dynamic or at that resolution"
-            )
-        return wh
-    lo, opt, hi = dynamic["min"], dynamic["opt"], dynamic["max"]
-    if want is None:
-        return int(opt[0]), int(opt[1])
-    if not (lo[0] <= want[0] <= hi[0] and lo[1] <= want[1] <= hi[1]):
-        raise ConfigError(
-            f"resolution {want[0]}x{want[1]} is outside the model's range {lo[0]}x{lo[1]} .. "
-            f"{hi[0]}x{hi[1]}: pick one inside it or re-export with a wider --dynamic range"
-        )
-    return want
 
 
 def open_manifest(path: Path) -> Dict[str, Any]:
@@ -110,9 +80,17 @@ def _open_remote(
             "{} cannot be chosen by a client of {}: the server runs the model (set them on "
             "`cifrenet-edge serve`)".format(", ".join(asked), url)
         )
-    from .remote import DEFAULT_TIMEOUT_S, open_remote
+    from .remote import DEFAULT_TIMEOUT_S, connect
 
-    return open_remote(url, DEFAULT_TIMEOUT_S if timeout is None else timeout, min(warmup, 1))
+    backend, manifest, reason = connect(url, DEFAULT_TIMEOUT_S if timeout is None else timeout)
+    wh = (backend.input_shape[3], backend.input_shape[2])
+    seg = Segmenter(backend, manifest, wh, url, reason)
+    try:
+        seg.warmup(min(warmup, 1))
+    except BaseException:
+        seg.close()
+        raise
+    return seg
 
 
 def _check_ort_gpu() -> None:
@@ -122,10 +100,32 @@ def _check_ort_gpu() -> None:
     driver or without kernels for this GPU: one line with the fix, instead of a provider
     that silently fell back to the CPU.
     """
-    from ..device_check import ORT_GPU, gather_facts, require
+    from ..device.check import ORT_GPU, gather_facts, require
 
     for line in require(ORT_GPU, gather_facts()):
         logging.getLogger("cifrenet_edge").warning("%s", line)
+
+
+class Prediction(NamedTuple):
+    """``predict(frame, probabilities=True)``: the class map and the scores it is the argmax of
+    (a tuple, so ``mask, probs = seg.predict(frame, probabilities=True)`` reads as before)."""
+
+    mask: np.ndarray  # HxW uint8 class ids
+    probs: np.ndarray  # HxWxC float32 softmax scores
+
+
+class Timing(NamedTuple):
+    """Milliseconds of one ``predict``/``predict_batch`` call, by phase. A backend that runs
+    pre/post-processing on its device (TensorRT's fast path, a Triton server) reports it all
+    as ``infer_ms``."""
+
+    preprocess_ms: float
+    infer_ms: float
+    postprocess_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.infer_ms + self.postprocess_ms
 
 
 class _Buffers:
@@ -191,7 +191,7 @@ class Segmenter:
         ``warmup`` inferences run here, so the first real frame is not the slow one.
 
         ``path`` may also be a Triton server's model, ``grpc://HOST:PORT/NAME`` or
-        ``http://...`` (``cifrenet-edge serve``): a ``runtime.remote.RemoteSegmenter`` with the
+        ``http://...`` (``cifrenet-edge serve``): a Segmenter over a ``runtime.remote`` backend,
         same API, whose calls fail within ``timeout`` seconds (default 10) when the server is
         down. The server chooses device, backend, precision and resolution there.
         """
@@ -202,15 +202,12 @@ class Segmenter:
         if timeout is not None:
             raise ConfigError("timeout= applies to Triton URLs (grpc://, http://), not to files")
         path = Path(path).expanduser()
-        manifest = open_manifest(path)
-        check_manifest(manifest, path)
+        manifest = open_manifest(path)  # validated where it is read (or derived)
         wh = model_input_wh(manifest, resolution)
         name, reason = choose_backend(str(path), manifest, device, backend)
         if name == "onnxruntime" and parse_device(device)[0] in ("cuda", "tensorrt"):
             _check_ort_gpu()
-        batch = int(manifest.get("batch") or 1)
-        if manifest.get("dynamic"):
-            batch = 1
+        batch = call_batch(manifest)
         impl = load_backend(
             name,
             str(path),
@@ -234,8 +231,12 @@ class Segmenter:
         A device fast path (``predict_frame``) is warmed too: its first call would otherwise
         compile GPU kernels (CuPy's argmax) on the first real frame.
         """
-        x = self._buffers().input
         blank = np.zeros((self._wh[1], self._wh[0], 3), dtype=np.uint8)
+        if not self._backend.returns_logits:  # a server's model: blank frames through it
+            for _ in range(max(int(iterations), 0)):
+                self._backend.predict_frames([blank])
+            return
+        x = self._buffers().input
         for _ in range(max(int(iterations), 0)):
             self._backend.infer(x)
             if self._fast is not None:
@@ -264,6 +265,12 @@ class Segmenter:
         return self._backend
 
     @property
+    def last_timing(self) -> Optional[Timing]:
+        """Phase timings of this thread's last ``predict``/``predict_batch`` (None before one):
+        per thread, so a camera loop reads its own call's figures even with other callers."""
+        return getattr(self._local, "timing", None)
+
+    @property
     def palette_bgr(self) -> np.ndarray:
         """num_classes x 3 uint8, BGR (OpenCV's order)."""
         return self._lut[: self._num_classes].copy()
@@ -281,16 +288,23 @@ class Segmenter:
             self._local.buffers = buf
         return buf
 
-    def _infer(self, frames: Sequence[np.ndarray], buf: _Buffers) -> np.ndarray:
-        """Preprocess ``frames`` into the thread's input buffer and run the backend."""
+    def _infer(self, frames: Sequence[np.ndarray], buf: _Buffers, clock: List[float]) -> np.ndarray:
+        """Preprocess ``frames`` into the thread's input buffer and run the backend; the two
+        phases' seconds are added to ``clock[0]`` and ``clock[1]``."""
+        t0 = time.perf_counter()
         k = len(frames)
         for i, frame in enumerate(frames):
             normalize_into(resize_bgr(frame, self._wh), self._mean, self._scale, buf.input[i])
-        if self._backend.dynamic_batch:
-            return self._backend.infer(buf.input[:k])
-        if k < buf.input.shape[0]:
+        if not self._backend.dynamic_batch and k < buf.input.shape[0]:
             buf.input[k:] = 0.0  # a fixed-batch model runs padded; the extra rows are dropped
-        return self._backend.infer(buf.input)
+        t1 = time.perf_counter()
+        logits = self._backend.infer(buf.input[:k] if self._backend.dynamic_batch else buf.input)
+        clock[0] += t1 - t0
+        clock[1] += time.perf_counter() - t1
+        return logits
+
+    def _record(self, clock: List[float]) -> None:
+        self._local.timing = Timing(*(1000.0 * s for s in clock))
 
     def _post(
         self, logits: np.ndarray, hw: Tuple[int, int], probabilities: bool, buf: _Buffers
@@ -298,28 +312,47 @@ class Segmenter:
         h, w = hw
         if probabilities:
             probs = softmax_(resize_logits(logits, (w, h)))
-            return np.argmax(probs, axis=-1).astype(np.uint8), probs
+            return Prediction(np.argmax(probs, axis=-1).astype(np.uint8), probs)
         small = argmax_classes(logits, out=buf.small, best=buf.best)
         return resize_mask(small, (w, h))
+
+    @overload
+    def predict(self, frame: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    def predict(self, frame: np.ndarray, probabilities: Literal[False]) -> np.ndarray: ...
+
+    @overload
+    def predict(self, frame: np.ndarray, probabilities: Literal[True]) -> Prediction: ...
 
     def predict(self, frame: np.ndarray, probabilities: bool = False) -> Any:
         """HxWx3 uint8 BGR -> HxW uint8 class ids at the frame's size.
 
         The class map is the argmax at the network resolution, resized nearest-neighbour to the
         frame (see ``postprocess``: 14x cheaper than resizing logits, 98%+ pixels identical).
-        With ``probabilities=True``: ``(mask, probs)``, probs HxWxC float32 softmax scores of
-        the bilinearly resized logits and mask their argmax (so the two always agree; it may
-        differ from the fast path's mask on a thin band of class boundaries).
+        With ``probabilities=True``: a ``Prediction`` ``(mask, probs)``, probs HxWxC float32
+        softmax scores of the bilinearly resized logits and mask their argmax (so the two
+        always agree; it may differ from the fast path's mask on a thin band of class
+        boundaries). ``last_timing`` then holds this call's phase timings.
         Bad frames raise ``FrameError`` (a camera loop drops the frame and goes on); nothing
         else about the frame is assumed, its size may change every call.
         """
         self._check_open()
         frame = check_frame(frame)
+        clock = [0.0, 0.0, 0.0]
         if self._fast is not None and not probabilities:
-            return self._fast(frame)
+            t0 = time.perf_counter()
+            mask = self._fast(frame)
+            clock[1] = time.perf_counter() - t0
+            self._record(clock)
+            return mask
         buf = self._buffers()
-        logits = self._infer([frame], buf)
-        return self._post(logits[0], frame.shape[:2], probabilities, buf)
+        logits = self._infer([frame], buf, clock)
+        t0 = time.perf_counter()
+        out = self._post(logits[0], frame.shape[:2], probabilities, buf)
+        clock[2] = time.perf_counter() - t0
+        self._record(clock)
+        return out
 
     def predict_batch(self, frames: Sequence[np.ndarray], probabilities: bool = False) -> List[Any]:
         """``predict`` for several frames, batched as far as the model allows."""
@@ -330,6 +363,15 @@ class Segmenter:
                 check_frame(frame)
             except FrameError as exc:
                 raise FrameError(f"frame {i}: {exc}") from None
+        clock = [0.0, 0.0, 0.0]
+        if not self._backend.returns_logits:  # same-size frames travel in one request
+            if probabilities:
+                raise ConfigError(self._backend.why_no_logits())
+            t0 = time.perf_counter()
+            masks = list(self._backend.predict_frames(frames))
+            clock[1] = time.perf_counter() - t0
+            self._record(clock)
+            return masks
         buf = self._buffers()
         step = buf.input.shape[0] if not self._backend.dynamic_batch else self._backend.max_batch
         if step > buf.input.shape[0]:
@@ -337,9 +379,12 @@ class Segmenter:
         results = []  # type: List[Any]
         for start in range(0, len(frames), step):
             chunk = frames[start : start + step]
-            logits = self._infer(chunk, buf)
+            logits = self._infer(chunk, buf, clock)
+            t0 = time.perf_counter()
             for i, frame in enumerate(chunk):
                 results.append(self._post(logits[i], frame.shape[:2], probabilities, buf))
+            clock[2] += time.perf_counter() - t0
+        self._record(clock)
         return results
 
     def _batch_buffers(self, n: int) -> _Buffers:

@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from ..errors import ClosedError, FrameError, SourceError
+from ..preprocess import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264")
 STREAM_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://")
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")

@@ -1,61 +1,26 @@
 """``cifrenet-edge serve MODEL``: a real Triton Inference Server whose model is a ``Segmenter``.
 
-Why PyTriton: it bundles a real ``tritonserver`` (2.51 in nvidia-pytriton 0.7) with its
-Python backend, so the same command serves on a laptop, a CPU box or a GPU server, and runs
-the model through the toolkit's own runtime: ONNX Runtime or OpenVINO on a CPU, TensorRT on a
-GPU, the backend ``Segmenter.open`` picks (see ``runtime/backends``). Triton provides what a
-fleet needs and this module does not re-implement: the dynamic batcher, gRPC and HTTP/REST
-endpoints, ``/v2/health/ready``, Prometheus metrics, per-model statistics, graceful drain.
+PyTriton bundles a real ``tritonserver`` with its Python backend, so one command serves on a
+laptop, a CPU box or a GPU server through the toolkit's own runtime; Triton brings the dynamic
+batcher, gRPC/HTTP, health, metrics and graceful drain.
 
-The protocol (names in ``runtime/remote.py``):
+Protocol (names in ``runtime/remote.py``): input ``frames`` N x H x W x 3 uint8 BGR (the server
+preprocesses with ``preprocess.py``); outputs ``mask`` and, when asked, ``overlay`` (opacity is
+the server's ``--overlay-alpha``, so a request can fail only for its frames' shape); the model
+config's ``parameters`` carry the manifest and what runs it, for remote Segmenters to read.
 
-* input ``frames``: N x H x W x 3 uint8 BGR. A robot sends 1 byte per pixel and channel (0.7
-  MB for 640x360, not 2.8 MB of float32 NCHW), and the server resizes and normalises once,
-  with the same code as every other stage (``runtime/preprocess.py``);
-* outputs ``mask`` (N x H x W uint8 class ids, at the frame's size) and ``overlay``
-  (N x H x W x 3 uint8, opacity ``--overlay-alpha``), the latter computed only when a
-  client asks for it. The opacity is the server's, not a request parameter: a request can
-  only fail for its frames' shape, which every request in its batch shares (see below), so
-  one client's bad parameter can never fail another client's frames;
-* the model config's ``parameters`` carry the model's manifest (classes, palette,
-  normalisation) and what runs it (backend, device, resolution, limits): a remote Segmenter
-  reads them from the server and never from its caller.
+Design constraints a change must keep:
 
-Batching frames of different sizes: Triton's dynamic batcher only puts requests whose input
-shapes are equal in one batch (docs: user_guide/ragged_batching.md, "by default, the requests
-can be dynamically batched only if each input has the same shape"); ragged batching would
-lift that, but PyTriton 0.7 cannot declare ``allow_ragged_batch``. So frames of one size are
-batched together and a frame of another size waits for its own batch. A fleet usually has a
-handful of camera sizes, each forming its own batches, and every request is still served. A
-side effect makes errors clean: a refused request (an oversized frame) only ever shares its
-batch with requests of the same shape, which the same check refuses.
-
-Limits: frames of 1..``max_side`` pixels a side (default 4096). Triton itself refuses a
-wrong dtype, a wrong rank and an unknown model name before the model sees them. A 0x0 frame
-is refused by PyTriton's proxy while it copies the (empty) tensor: its error names "zeros in
-shape" rather than our wording; the remote Segmenter checks frames before sending, so its
-users get the toolkit's own ``FrameError``.
-
-Readiness: a probe that sees ready can be served. PyTriton's default loads the model through
-Triton's repository API after the server is up, so ``/v2/health/ready`` answered 200 for a
-second or more before the model existed (and ``strict_readiness`` cannot help: no model is no
-model waiting). Here the model is written into Triton's model store before tritonserver starts
-(PyTriton's local-model-store lifecycle) and loaded with ``--load-model`` at startup; tritonserver
-opens its HTTP, gRPC and metrics listeners only after its startup models are loaded
-(``src/main.cc``: ``TRITONSERVER_ServerNew`` loads them, ``StartEndpoints`` follows). While the
-model loads, a probe gets connection refused; once anything answers, the model answers. (A
-request in the first moment, before PyTriton's side has connected to the loaded model, waits
-in the model's request queue until it has, then is answered.)
-
-Shutdown: SIGINT or SIGTERM stops Triton with SIGINT, which finishes in-flight requests (up
-to ``exit_timeout_s``) while the model keeps answering them, then unloads; ``serve`` returns
-normally (the CLI exits 0).
-
-The Python-backend stub fix: PyTriton's stub is linked against ``libpython3.X.so.1.0`` and the
-dynamic loader finds the system's copy first. When that is another patch release than the
-running interpreter, the stub fails (seen: ``'_thread.RLock' object has no attribute
-'_recursion_count'``). ``python_backend_libdir`` puts the running interpreter's LIBDIR first
-on ``LD_LIBRARY_PATH`` for Triton's process (never for this one).
+* Frames of different sizes are never batched together (Triton batches equal shapes only and
+  PyTriton 0.7 cannot declare ragged batching), so a refused frame only shares its batch with
+  frames the same check refuses. Frames are 1..``max_side`` pixels a side.
+* Ready means servable: the model is written to Triton's model store and loaded with
+  ``--load-model`` before the listeners open (PyTriton's default answered ready before the
+  model existed).
+* SIGINT/SIGTERM stop Triton with SIGINT: in-flight requests finish (``exit_timeout_s``).
+* ``python_backend_libdir`` puts this interpreter's LIBDIR first on Triton's
+  ``LD_LIBRARY_PATH``: the stub otherwise loads the system's libpython of another patch release
+  and fails (``'_thread.RLock' object has no attribute '_recursion_count'``).
 """
 
 import dataclasses

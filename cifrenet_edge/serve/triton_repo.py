@@ -42,12 +42,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .._io import PathLike, make_dir
 from ..errors import ConfigError, ModelFileError
-from ..manifest import read_manifest
+from ..manifest import call_batch, read_manifest
+from ..runtime.backends import ENGINE_SUFFIXES as PLAN_FILES
+from ..runtime.backends import ONNX_SUFFIXES as ONNX_FILES
 from ..runtime.remote import MANIFEST_PARAMETER, valid_model_name
 
 TENSORRT_PARAMETER = "cifrenet_edge_tensorrt"
-ONNX_FILES = (".onnx",)
-PLAN_FILES = (".engine", ".plan", ".trt")
+
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 
@@ -146,7 +147,7 @@ def _batching(manifest: Dict[str, Any], options: TritonOptions) -> Dict[str, Any
     """max_batch_size, per-request dims, preferred sizes (None: no dynamic batching)."""
     dynamic = manifest.get("dynamic")
     if not dynamic:
-        batch = int(manifest.get("batch") or 1)
+        batch = call_batch(manifest)
         if options.max_batch not in (None, 0) or options.preferred_batch:
             raise ConfigError(
                 f"this model has a fixed batch of {batch}: Triton batches only models whose "
@@ -378,7 +379,7 @@ def export_triton(
         written = write_model_repository(result.final, root, options)
     finally:
         shutil.rmtree(str(work), ignore_errors=True)
-    result.stages["triton"] = written
+    result.stages.triton = written
     result.artifacts = [("triton model", written.model_dir), ("config", written.config_path)]
     result.final = written.model_path
     return result

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from .. import __version__ as TOOLKIT_VERSION
 from .._io import PathLike, ensure_writable_dir, sha256_file, write_bytes_atomic
-from ..device_check import ENGINE, gather_facts, open_cuda_checked, require
+from ..device.check import ENGINE, gather_facts, open_cuda_checked, require
 from ..errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -84,7 +84,7 @@ def preflight(dla_core: Optional[int] = None) -> str:
 
 def _open_cuda() -> Any:
     """The CUDA wrapper of device 0 (tests replace it with a recording stand-in)."""
-    from ..runtime.cuda import open_cuda
+    from .cuda import open_cuda
 
     return open_cuda(0)
 
@@ -183,7 +183,7 @@ def _fp16_onnx(onnx_file: Path, out: Path, version: str) -> Path:
     try:
         import onnx  # noqa: F401
 
-        from ..fp16 import convert_fp16_onnx
+        from ..quantize.fp16 import convert_fp16_onnx
     except ImportError:
         raise BackendUnavailableError(
             f"FP16 on TensorRT {version} needs an FP16 ONNX model and this machine has no "
@@ -215,7 +215,7 @@ def _load_calibration(calib: Any, manifest: Dict[str, Any]) -> Any:
         )
     if hasattr(calib, "batches"):
         return calib
-    from ..calib import load_calibration
+    from ..data.calibration import load_calibration
 
     wh = model_resolution(manifest) or tuple(manifest["dynamic"]["opt"])
     return load_calibration(calib, wh, mean_bgr=manifest["mean_bgr"], scale=manifest["scale"])
@@ -312,7 +312,11 @@ def _attach_calibrator(
     version: str,
 ) -> Tuple[Any, Dict[str, Any]]:
     """The entropy calibrator on ``config``; returns it and the calibration fingerprint."""
-    from .calibrator import calibration_cache_key, calibration_cache_path, make_entropy_calibrator
+    from .int8_calibrator import (
+        calibration_cache_key,
+        calibration_cache_path,
+        make_entropy_calibrator,
+    )
 
     data = _load_calibration(calib, src)
     calib_fp = dict(data.fingerprint)

@@ -9,9 +9,9 @@ carries it out. Stdlib only, Python 3.8 syntax (the device builder imports it).
 from typing import List, NamedTuple, Optional, Tuple
 
 from ..errors import ConfigError
+from ..manifest import PRECISIONS
 from . import api, rules
 
-PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("qdq", "calibrator")
 
 
@@ -43,7 +43,7 @@ def plan_build(
     typed networks with precision flags ...) is decided by the rule table in ``trt.rules``,
     with the facts known here; ``compute_capability``/``dla_cores`` None means unknown.
     """
-    from ..env import precision_support
+    from ..device.env import precision_support
 
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")

@@ -58,28 +58,18 @@ TORCH_SUFFIXES = (".pt", ".pth", ".safetensors")
 REMOTE_SCHEMES = ("grpc://", "http://")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+# file suffix -> the backends that open it, in order of preference
 SUFFIX_BACKENDS = {
-    ".pt": ("torch",),
-    ".pth": ("torch",),
-    ".safetensors": ("torch",),
-    ".onnx": ("onnxruntime", "openvino"),
-    ".engine": ("tensorrt",),
-    ".plan": ("tensorrt",),
-    ".trt": ("tensorrt",),
-}
-# The library each backend needs, for a cheap "is it installed" check without importing it.
-_LIBRARY = {
-    "torch": "torch",
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "tensorrt": "tensorrt",
-}
+    **{s: ("torch",) for s in TORCH_SUFFIXES},
+    **{s: ("onnxruntime", "openvino") for s in ONNX_SUFFIXES},
+    **{s: ("tensorrt",) for s in ENGINE_SUFFIXES},
+}  # type: Dict[str, Tuple[str, ...]]
 
 
 def installed(name: str) -> bool:
     """Whether the library behind backend ``name`` can be imported (without importing it)."""
     try:
-        return importlib.util.find_spec(_LIBRARY[name]) is not None
+        return importlib.util.find_spec(name) is not None  # each backend is named after its library
     except (ImportError, ValueError):
         return False
 

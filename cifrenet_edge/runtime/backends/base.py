@@ -45,6 +45,10 @@ class Backend:
 
     #: library name: "torch", "onnxruntime", "openvino", "tensorrt"
     name = "base"
+    #: False for a model that returns class maps only (a ``cifrenet-edge serve`` model): it
+    #: then has ``predict_frames(frames) -> [HxW uint8]``, and ``why_no_logits()`` says why
+    #: ``infer`` and probabilities are refused
+    returns_logits = True
 
     def __init__(
         self,
@@ -71,6 +75,9 @@ class Backend:
         self.dynamic_batch = False
         self.closed = False
         self._close_lock = threading.Lock()
+
+    def why_no_logits(self) -> str:
+        return ""
 
     # -- what subclasses implement -------------------------------------------------------
     def infer(self, x: np.ndarray) -> np.ndarray:

@@ -427,8 +427,8 @@ class OpenVINOBackend(Backend):
 
     def _predict_frame(self, frame: np.ndarray) -> np.ndarray:
         """BGR frame -> class map at the frame's size, the arg-max taken inside OpenVINO."""
+        from ...preprocess import normalize_into, resize_bgr
         from ..postprocess import resize_mask
-        from ..preprocess import normalize_into, resize_bgr
 
         self._check_open()
         _, _, h, w = self.input_shape

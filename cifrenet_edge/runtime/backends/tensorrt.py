@@ -39,7 +39,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from ...device_check import open_cuda_checked
+from ...device.check import open_cuda_checked
 from ...errors import (
     BackendUnavailableError,
     ClosedError,
@@ -80,7 +80,7 @@ def _dtype(trt_dtype: Any) -> Any:
 
 def _open_cuda(device_id: int) -> Any:
     """The CUDA wrapper (tests substitute a recording stand-in)."""
-    from ..cuda import open_cuda
+    from ...trt.cuda import open_cuda
 
     return open_cuda(device_id)
 
@@ -460,8 +460,8 @@ class TensorRTBackend(Backend):
 
     def _predict_frame(self, frame: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 BGR -> HxW uint8 class map; argmax on the GPU, uint8 crosses back."""
+        from ...preprocess import check_frame, preprocess
         from ..postprocess import resize_mask
-        from ..preprocess import check_frame, preprocess
 
         self._check_open()
         frame = check_frame(frame)

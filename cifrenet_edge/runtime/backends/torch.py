@@ -32,8 +32,8 @@ def derive_manifest(path: str) -> Dict[str, Any]:
     not, and guessing the preset from tensor shapes would silently pick the wrong class names
     (CamVid and Helen both have 11 classes), so it is an error.
     """
+    from ...model.weights import checkpoint_info
     from ...presets import get_preset
-    from ...weights import checkpoint_info
 
     try:
         info = checkpoint_info(Path(path))
@@ -43,7 +43,7 @@ def derive_manifest(path: str) -> Dict[str, Any]:
     if not preset_name:
         raise ModelFileError(
             f"checkpoint {path} names no preset and has no {Path(path).name}.json manifest: "
-            "save it with cifrenet_edge.weights.save_checkpoint (or export it to ONNX)"
+            "save it with cifrenet_edge.model.weights.save_checkpoint (or export it to ONNX)"
         )
     try:
         preset = get_preset(str(preset_name))
@@ -96,7 +96,7 @@ class TorchBackend(Backend):
         threads: Optional[int] = None,
     ) -> None:
         super().__init__(path, manifest, input_shape, device, precision, threads)
-        from ...weights import build_model
+        from ...model.weights import build_model
 
         kind, index = parse_device(device)
         if kind == "tensorrt":

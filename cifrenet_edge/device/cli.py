@@ -101,7 +101,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def module_main() -> None:
     """``python3 -m cifrenet_edge``: the full CLI where it is installed, else this one."""
     try:
-        from .cli import main as full_main
+        from ..cli import main as full_main
     except ImportError:  # the device install: no cli package, no typer/rich/torch
         raise SystemExit(main()) from None
     full_main()

@@ -19,10 +19,10 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from .. import __version__
 from .._io import atomic_path, sha256_file
-from ..calib import CalibrationData, load_calibration
+from ..data.calibration import CalibrationData, load_calibration
 from ..errors import CalibrationError, ConfigError, ExportError, ModelFileError, ParityError
+from ..export.targets import TARGETS
 from ..manifest import onnx_metadata_props, read_manifest, write_manifest
-from .calibrate import METHODS, model_batches, quantize_to
 from .graph import (
     check_qdq_rules,
     fp16_float_parts,
@@ -30,6 +30,7 @@ from .graph import (
     u8_inputs_variant,
     weight_form,
 )
+from .ort_quantizer import METHODS, model_batches, quantize_to
 from .verify import check_gates, fp32_logits, this_cpu_int8, verify_int8
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,8 @@ log = logging.getLogger(__name__)
 # the classifier's output, is not quantized), so only "classifier" changes the graph.
 KEEP_FLOAT_CHOICES = ("classifier", "resize", "dw-prelu")
 FLOAT_PARTS = ("fp32", "fp16")
-# Targets whose TensorRT builds strongly typed: precision comes only from the graph, so the
-# layers outside Q/DQ run in FP16 only if the file says so (TensorRT 10.x with
-# STRONGLY_TYPED, 11.x always). 8.x targets get FP16 there from the builder flag instead.
-STRONGLY_TYPED_TARGETS = ("trt10", "trt11")
+# Targets whose TensorRT builds strongly typed (``Target.strongly_typed``).
+STRONGLY_TYPED_TARGETS = tuple(n for n, t in TARGETS.items() if t.strongly_typed)
 # Held-out split when no holdout folder is given: every HOLDOUT_EVERY-th frame.
 HOLDOUT_EVERY = 5
 
@@ -127,7 +126,7 @@ def _load_frames(calib, holdout, count, manifest):
         data = calib
         _check_preprocessing(data, wh, mean, scale, "calibration")
         if count is not None and count < len(data):
-            from ..calib import evenly_spaced
+            from ..data.calibration import evenly_spaced
 
             data = data.subset(evenly_spaced(len(data), count), "calibration")
     else:
@@ -246,7 +245,7 @@ def quantize_onnx(
     """
     import onnx
 
-    from ..export import ExportResult
+    from ..export.onnx_export import ExportResult
 
     method = _check_method(method)
     kf = _normalise_keep_float(keep_float)

@@ -14,8 +14,8 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from . import model as model_module
-from .model import CIFReNet, count_parameters
+from . import cifrenet as model_module
+from .cifrenet import CIFReNet, count_parameters
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """No INT8 speed without its accuracy: each INT8 row's class-map agreement with FP32.
 
-A fast INT8 row that returns a different class map is not a result (issue 11: AVX2-only
-CPUs ran INT8 1.4x faster and 40 % wrong). So before any timing, every INT8 row runs the
-bench's frames through the same ``Segmenter.predict`` it is timed with, and its class maps
-are compared pixel by pixel with the FP32 ONNX model's in ONNX Runtime (the export's parity
-reference). The frames: the end-to-end frame plus a few synthetic street scenes the INT8
-model was not calibrated on. Weights matter here (an untrained model paints one class
-everywhere, so any INT8 "agrees"): ``bench`` defaults to the probe model
-(``cifrenet_edge.probe``) for this reason.
+A fast INT8 row that returns a different class map is not a result (AVX2-only CPUs ran INT8
+1.4x faster and 40 % wrong: the 16-bit saturation of ``runtime/cpu_int8.py``). So before
+any timing, every INT8 row runs the bench's frames through the same ``Segmenter.predict``
+it is timed with, and its class maps are compared pixel by pixel with the FP32 ONNX model's
+in ONNX Runtime (the export's parity reference). The frames: the end-to-end frame plus a
+few synthetic street scenes the INT8 model was not calibrated on. Weights matter here (an
+untrained model paints one class everywhere, so any INT8 "agrees"): ``bench`` defaults to
+the probe model (``cifrenet_edge.model.linear_probe``) for this reason.
 """
 
 from pathlib import Path

@@ -1,7 +1,7 @@
 """A simulated CUDA: cuda-python's runtime module and the CuPy calls of the GPU argmax.
 
 ``SimCudart`` is cuda-python's runtime module (``cuda.bindings.runtime``) as far as
-``runtime.cuda.CudaPython`` uses it, with each function's arity and return tuple taken from
+``trt.cuda.CudaPython`` uses it, with each function's arity and return tuple taken from
 the real wheels (``tests/data/cuda_python_runtime_api.json``: 11.8.7, 12.6.2, 13.4.4), so the
 real wrapper runs on it as on a GPU machine. Device memory is host bytes at integer addresses
 above ``1 << 47`` (never a host address); allocations never overlap and have gaps between
@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-API_FILE = Path(__file__).resolve().parent / "data" / "cuda_python_runtime_api.json"
+API_FILE = Path(__file__).resolve().parents[1] / "data" / "cuda_python_runtime_api.json"
 CUDA_PYTHON_VERSIONS = ("11.8.7", "12.6.2.post1", "13.4.4")
 
 # CUDA runtime error codes beyond those in the JSON (driver_types.h).

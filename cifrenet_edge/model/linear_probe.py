@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.synthetic import make_scene
-from .model import HEAD_GROUPS, channel_shuffle
-from .presets import get_preset
-from .runtime.preprocess import preprocess
+from ..data.synthetic import make_scene
+from ..preprocess import preprocess
+from ..presets import get_preset
+from .cifrenet import HEAD_GROUPS, channel_shuffle
 from .weights import build_model, save_checkpoint
 
 LAM = 1.0

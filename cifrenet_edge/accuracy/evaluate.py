@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
-from .data.datasets import SegDataset, open_dataset
-from .errors import AccuracyGateError, ConfigError, DatasetError
+from ..data.datasets import SegDataset, open_dataset
+from ..errors import AccuracyGateError, ConfigError, DatasetError
 from .metrics import ConfusionMatrix
 
 PathLike = Union[str, Path]
@@ -43,7 +43,7 @@ def _check_classes(model_path: PathLike, classes: Sequence[str], ds: SegDataset)
 
 
 def _open(path: PathLike, device: str, backend: Optional[str], resolution, threads):
-    from .runtime import Segmenter
+    from ..runtime import Segmenter
 
     return Segmenter.open(
         path, device=device, backend=backend, resolution=resolution, threads=threads, warmup=1

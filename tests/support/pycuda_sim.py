@@ -1,7 +1,7 @@
 """A simulated ``pycuda.driver``, over the simulated CUDA of ``cuda_sim.py``.
 
 pycuda cannot be installed here (source only, needs the CUDA toolkit), and Xavier / JetPack 5
-images with Python 3.8 use it instead of cuda-python, so ``runtime.cuda.PyCuda`` runs on this
+images with Python 3.8 use it instead of cuda-python, so ``trt.cuda.PyCuda`` runs on this
 stand-in of its real API. Names, signatures and behaviour follow inducer/pycuda v2026.1,
 ``src/wrapper/wrap_cudadrv.cpp`` (the bindings) and ``src/cpp/cuda.hpp`` (what they do):
 
@@ -35,7 +35,8 @@ import threading
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
-from cuda_sim import SimCudart
+
+from .cuda_sim import SimCudart
 
 _CUDA_ERRORS = {  # cuGetErrorString
     1: "invalid argument",
@@ -58,7 +59,7 @@ def import_pycuda_driver(sim: SimCudart, toolkit: Tuple[int, int, int] = (11, 4,
 
 
 class SimPyCudaDriver:
-    """The ``pycuda.driver`` module as far as ``runtime.cuda.PyCuda`` and a user touch it."""
+    """The ``pycuda.driver`` module as far as ``trt.cuda.PyCuda`` and a user touch it."""
 
     def __init__(self, sim: SimCudart, toolkit: Tuple[int, int, int]) -> None:
         self.sim, self.toolkit = sim, toolkit

@@ -52,7 +52,7 @@ def make_entropy_calibrator(
     """An ``IInt8EntropyCalibrator2`` over preprocessed 1x3xhxw float32 batches.
 
     Built inside a function because the base class lives in the lazily imported TensorRT
-    module. ``cuda`` is a ``runtime.cuda.CudaApi``. ``batch_size``: the engine's static
+    module. ``cuda`` is a ``trt.cuda.CudaApi``. ``batch_size``: the engine's static
     batch N; TensorRT reads N inputs from the pointer, so N consecutive frames are stacked
     (a 1-frame buffer would be read past its end). ``batches`` stays lazy (``calib.Batches``
     preprocesses on access): hundreds of float32 frames at once do not fit a Jetson.

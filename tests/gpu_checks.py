@@ -4,11 +4,11 @@
 The lent GPU machines have CUDA, CuPy, cuda-python and PyTorch but no TensorRT (its
 libraries cannot be fetched there). This script verifies on the real device:
 
-1. ``cuda_wrapper``: ``runtime/cuda.py``'s CudaPython: pinned buffers, device memory, a
+1. ``cuda_wrapper``: ``trt/cuda.py``'s CudaPython: pinned buffers, device memory, a
    non-blocking stream, events, and a CUDA graph (copy in, a PyTorch kernel, copy out)
    replayed on new host data, while another thread uses the legacy stream.
 2. ``tensorrt_backend_*``: the real TensorRT backend over real device memory, with the strict
-   stand-in ``tensorrt`` of ``tests/trt_sim.py`` whose engine runs the network itself with
+   stand-in ``tensorrt`` of ``tests/support/trt_sim.py`` whose engine runs the network itself with
    PyTorch on the backend's device pointers and stream: the 8.6 binding API and the 10.x
    tensor API, fixed and dynamic shapes, 4 threads, ``close()`` racing ``predict``, the
    CUDA-graph path (8.6 and 10.x) and ``benchmark_gpu``; outputs against PyTorch on the same input.
@@ -19,10 +19,10 @@ libraries cannot be fetched there). This script verifies on the real device:
 A failed check is a failure (exit 1, ``FAILED`` lines and the reason in the JSON), never a
 skip. The JSON is rewritten after every check, so a run cut short by a timeout keeps each
 finished result (``"complete": false``, the hung check under ``"running"``). Nothing is
-installed. ``--dry-run`` runs the same checks on the simulated CUDA of ``tests/cuda_sim.py``
+installed. ``--dry-run`` runs the same checks on the simulated CUDA of ``tests/support/cuda_sim.py``
 with PyTorch on the CPU (no GPU needed): CI runs it that way.
 
-    python3 benchmarks/gpu_checks.py [--dry-run] [--out DIR] [--res 640x360] [--seconds 2]
+    python3 tests/gpu_checks.py [--dry-run] [--out DIR] [--res 640x360] [--seconds 2]
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import tempfile
 import threading
 import time
 import traceback
-import types
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -50,19 +49,11 @@ SCHEMA = "cifrenet-edge/gpu-checks"
 
 
 def _import_stand_ins() -> Any:
-    """``tests/trt_sim.py`` (it reuses ``tests/test_trt_api.py``, which imports pytest)."""
+    """``tests/support/trt_sim.py``: the strict stand-in ``tensorrt`` (no pytest needed)."""
     for p in (str(ROOT), str(ROOT / "tests")):
         if p not in sys.path:
             sys.path.insert(0, p)
-    try:
-        import pytest  # noqa: F401
-    except ImportError:  # only its decorators run at import: identity stand-ins do
-        stub = types.ModuleType("pytest")
-        ident = lambda *a, **k: a[0] if a and callable(a[0]) and not k else (lambda f: f)  # noqa: E731
-        stub.fixture = ident  # type: ignore[attr-defined]
-        stub.mark = types.SimpleNamespace(parametrize=ident, slow=ident, gpu=ident)  # type: ignore[attr-defined]
-        sys.modules["pytest"] = stub
-    return importlib.import_module("trt_sim")
+    return importlib.import_module("support.trt_sim")
 
 
 class Machine:
@@ -85,7 +76,7 @@ class Machine:
             self.cuda = self.sim.SimGpu("10.16", "13.4.4").cuda
             self.rt = self.cuda.rt
         else:
-            from cifrenet_edge.runtime.cuda import CudaPython
+            from cifrenet_edge.trt.cuda import CudaPython
 
             self.cuda = CudaPython(0)
             self.rt = self.cuda.rt
@@ -135,8 +126,8 @@ def _content_model(device: str, work: Path) -> Tuple[Any, Path]:
     follow the image (as tests/conftest.py does with photographs).
     """
     from cifrenet_edge.data.synthetic import make_scene
-    from cifrenet_edge.probe import content_model
-    from cifrenet_edge.weights import save_checkpoint
+    from cifrenet_edge.model.linear_probe import content_model
+    from cifrenet_edge.model.weights import save_checkpoint
 
     model = content_model([make_scene(seed, (256, 128))[0] for seed in range(4)], (256, 128))
     ckpt = work / "content.pth"
@@ -436,9 +427,9 @@ def check_cuda_graph_path(m: Machine, work: Path) -> Dict[str, Any]:
 def check_gpu_argmax(m: Machine, work: Path) -> Dict[str, Any]:
     """CuPy's argmax on the engine's output buffer == the host path, on street scenes."""
     from cifrenet_edge.data.synthetic import make_scene
+    from cifrenet_edge.preprocess import preprocess
     from cifrenet_edge.presets import get_preset
     from cifrenet_edge.runtime.postprocess import argmax_classes, resize_mask
-    from cifrenet_edge.runtime.preprocess import preprocess
 
     if not m.dry_run:
         import cupy  # noqa: F401  (missing CuPy fails the check, loudly)

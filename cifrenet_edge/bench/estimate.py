@@ -23,16 +23,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..manifest import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
 # Kernels an engine of each precision may pick (TensorRT falls back to wider types when
 # they are faster): the bound uses the fastest of them.
 ALLOWED_MATH = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "fp16", "int8")}
 # Layers that move data in a fused engine; BN, activations, dropout fold into convs.
 MOVING_KINDS = ("Conv2d", "Linear", "Resize", "AdaptiveAvgPool2d")
-DEVICES_FILE = Path(__file__).resolve().parent / "resources" / "devices.json"
+DEVICES_FILE = Path(__file__).resolve().parents[1] / "resources" / "devices.json"
 LABEL = "ESTIMATE (roofline lower bound, not a measurement)"
 
 
@@ -322,8 +322,8 @@ def estimate_costs(
 @functools.lru_cache(maxsize=16)
 def model_costs(preset: str, wh: Tuple[int, int], batch: int = 1) -> Tuple[object, ...]:
     """Per-layer costs of CIFReNet at ``wh`` (one traced forward; cached per process)."""
-    from .complexity import layer_costs
-    from .model import CIFReNet
+    from ..model.cifrenet import CIFReNet
+    from ..model.complexity import layer_costs
 
     return tuple(layer_costs(CIFReNet(preset), wh, batch=batch))
 

@@ -6,11 +6,11 @@ lazily from its own module, so a machine without TensorRT still exports ONNX.
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from .._io import PathLike, atomic_path
 from ..errors import BackendUnavailableError, ConfigError, ExportError
@@ -32,6 +32,26 @@ from .options import FORMATS, PRECISIONS, EngineOptions, Int8Options, OnnxOption
 from .parity import _list_images
 from .targets import DEFAULT_TARGET, Target, check_target_ops
 
+if TYPE_CHECKING:  # the later stages' result types; their modules load only when they run
+    from ..quantize.fp16 import Fp16Result
+    from ..trt.build import EngineResult
+
+
+@dataclass
+class Stages:
+    """What each later stage returned; None where it did not run."""
+
+    quantize: Optional[ExportResult] = None  # the INT8 Q/DQ file
+    int8_gate: Optional[Dict[str, Any]] = None  # mIoU FP32 vs INT8 on labelled data
+    fp16: Optional[Fp16Result] = None
+    engine: Optional[EngineResult] = None
+    triton: Optional[Any] = None  # serve.triton_repo.TritonRepository (serving builds on this)
+
+    def items(self) -> List[Tuple[str, Any]]:
+        """(stage name, result) of the stages that ran, in pipeline order."""
+        names = ("quantize", "int8_gate", "fp16", "engine", "triton")
+        return [(n, getattr(self, n)) for n in names if getattr(self, n) is not None]
+
 
 @dataclass
 class PipelineResult:
@@ -40,29 +60,23 @@ class PipelineResult:
     fp32: ExportResult
     final: Path
     artifacts: List[Tuple[str, Path]] = field(default_factory=list)  # (label, path)
-    stages: Dict[str, Any] = field(default_factory=dict)  # stage name -> its result object
+    stages: Stages = field(default_factory=Stages)
 
 
-def _stage(module: str, attr: str, needed_for: str):
-    """A function from a later pipeline stage, imported only when that stage runs."""
+@contextlib.contextmanager
+def needs(needed_for: str) -> Iterator[None]:
+    """Around a later stage's import: a missing module is one line naming what to install."""
     try:
-        mod = importlib.import_module(f"cifrenet_edge.{module}")
-    except ModuleNotFoundError as exc:
+        yield
+    except ImportError as exc:
         if exc.name and exc.name.startswith("cifrenet_edge"):
             raise BackendUnavailableError(
-                f"{needed_for} needs cifrenet_edge.{module}, which this install lacks: "
+                f"{needed_for} needs {exc.name}, which this install lacks: "
                 "update cifrenet-edge (pip install -U cifrenet-edge)"
             ) from None
         raise BackendUnavailableError(
             f"{needed_for} needs the Python package {exc.name!r}: pip install {exc.name}"
         ) from None
-    fn = getattr(mod, attr, None)
-    if fn is None:
-        raise BackendUnavailableError(
-            f"{needed_for} needs cifrenet_edge.{module}.{attr}, which this install lacks: "
-            "update cifrenet-edge"
-        )
-    return fn
 
 
 def _record_in_onnx(path: Path, key: str, value: Any) -> None:
@@ -99,7 +113,6 @@ def export(
     int8: Optional[Int8Options] = None,
     engine: Optional[EngineOptions] = None,
     quiet: bool = False,
-    triton: Optional[Any] = None,
 ) -> PipelineResult:
     """The whole export: FP32 ONNX, then INT8/FP16 and/or a TensorRT engine as asked.
 
@@ -110,14 +123,14 @@ def export(
     trt8.6, or for ``format="engine"`` to the TensorRT installed here (the one that builds
     the engine).
 
-    ``format="triton"``: the same pipeline, then its artifact as a Triton model repository
-    at ``output`` (``serve/triton_repo.py``, options ``triton``: a ``TritonOptions``).
+    A Triton repository (``--format triton``) is this export followed by a repository
+    writer: ``serve.triton_repo.export_triton``, which the CLI calls (serving builds on the
+    export, never the other way round).
     """
     if str(format).lower() == "triton":
-        from ..serve.triton_repo import export_triton
-
-        return export_triton(
-            output, triton, onnx, precision=precision, int8=int8, engine=engine, quiet=quiet
+        raise ConfigError(
+            "export() writes model files: for a Triton repository call "
+            "cifrenet_edge.serve.triton_repo.export_triton (the CLI's --format triton)"
         )
     onnx = onnx if onnx is not None else OnnxOptions()
     int8 = int8 if int8 is not None else Int8Options()
@@ -200,9 +213,10 @@ def _check(
     default_target = DEFAULT_TARGET
     if fmt == "engine":
         # Fail before the export when this machine cannot build engines at all.
-        trt_module = _stage("trt.api", "import_tensorrt", "--format engine")()
+        with needs("--format engine"):
+            from ..trt import api
+        trt_module = api.import_tensorrt()
         if onnx.target is None:
-            api = importlib.import_module("cifrenet_edge.trt.api")
             default_target = api.target_for_version(api.trt_version(trt_module))
     t, p, wh = onnx.check(default_target)
     int8.check(precision, fmt, t)
@@ -218,7 +232,9 @@ def _check(
     if fmt == "engine":
         # CUDA and the device check (TensorRT vs this GPU, cuda-python vs the driver,
         # JetPack, DLA), still before the export: the build would fail minutes later.
-        _stage("trt.build", "preflight", "--format engine")(engine.dla_core)
+        with needs("--format engine"):
+            from ..trt.build import preflight
+        preflight(engine.dla_core)
     return t, p, wh
 
 
@@ -251,7 +267,8 @@ def _output_paths(
 
 def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: bool) -> Path:
     """INT8 Q/DQ from the FP32 file, then (with eval data) the accuracy gate; the INT8 path."""
-    quantize_onnx = _stage("quantize", "quantize_onnx", "--precision int8")
+    with needs("--precision int8"):
+        from ..quantize import quantize_onnx
     fp32_path = result.fp32.path
     kwargs: Dict[str, Any] = {
         "calib": int8.calib,
@@ -264,7 +281,7 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
     if kf is not None:
         kwargs["keep_float"] = kf
     quant = quantize_onnx(fp32_path, **kwargs)
-    result.stages["quantize"] = quant
+    result.stages.quantize = quant
     q = _path_of(quant)
     result.artifacts.append(("int8 onnx (Q/DQ)", q))
     try:  # the Q/DQ graph meets the target's parser rules, or is not left behind
@@ -274,7 +291,8 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
             Path(path).unlink(missing_ok=True)
         raise
     if int8.eval_data is not None:
-        int8_gate = _stage("evaluate", "int8_gate", "--eval-data")
+        with needs("--eval-data"):
+            from ..accuracy.evaluate import int8_gate
         try:
             gate = int8_gate(q, fp32_path, int8.eval_data, int8.max_miou_drop)
             _record_in_onnx(q, "accuracy_gate", gate)
@@ -283,14 +301,15 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
             for path in (q, sidecar_path(q)):
                 Path(path).unlink(missing_ok=True)
             raise
-        result.stages["int8_gate"] = gate
+        result.stages.int8_gate = gate
     return q
 
 
 def _fp16_stage(result: PipelineResult, h_path: Path) -> Path:
-    convert_fp16_onnx = _stage("fp16", "convert_fp16_onnx", "--precision fp16")
+    with needs("--precision fp16"):
+        from ..quantize.fp16 import convert_fp16_onnx
     half = convert_fp16_onnx(result.fp32.path, h_path)
-    result.stages["fp16"] = half
+    result.stages.fp16 = half
     h = _path_of(half)
     result.artifacts.append(("fp16 onnx", h))
     return h
@@ -305,7 +324,8 @@ def _engine_stage(
     calibrator: bool,
     quiet: bool,
 ) -> None:
-    build_engine = _stage("trt.build", "build_engine", "--format engine")
+    with needs("--format engine"):
+        from ..trt.build import build_engine
     built = build_engine(
         onnx_path,
         precision=precision,
@@ -317,5 +337,5 @@ def _engine_stage(
         calib=int8.calib if calibrator else None,
         quiet=quiet,
     )
-    result.stages["engine"] = built
+    result.stages.engine = built
     result.artifacts.append((f"{precision} TensorRT engine", _path_of(built)))

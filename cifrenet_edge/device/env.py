@@ -142,7 +142,7 @@ def tensorrt_install(compute_capability: str | None, jetson: bool = False) -> di
     where every one is refused (Maxwell) or only some releases are (Volta in 10.x), that
     rule's own fix. On a Jetson, TensorRT comes with JetPack, never from pip.
     """
-    from .trt import rules
+    from ..trt import rules
 
     if not compute_capability:
         return {"extra": "", "command": "", "reason": "no NVIDIA GPU: TensorRT does not apply"}
@@ -227,7 +227,7 @@ def _tensorrt() -> dict[str, Any]:
         import tensorrt as trt
     except Exception as exc:  # the wheel is present but libnvinfer does not load
         return {"version": None, "why": f"import failed: {str(exc).splitlines()[0]}"}
-    from .trt.api import capabilities, target_for_version
+    from ..trt.api import capabilities, target_for_version
 
     version = str(trt.__version__)
     caps = capabilities(version)
@@ -245,7 +245,7 @@ def _dla_cores() -> int | None:
     try:
         import tensorrt as trt
 
-        from .trt.api import shared_logger
+        from ..trt.api import shared_logger
 
         return int(trt.Builder(shared_logger(trt)).num_DLA_cores)
     except Exception:  # no GPU, a broken install: the check then guesses from the platform
@@ -293,8 +293,8 @@ def environment_report(dla_core: int | None = None) -> dict[str, Any]:
     ``checks``: the device check's rows (``device_check.check_device``), each a mismatch with
     its fix; ``dla_core`` adds the DLA rows for that core.
     """
-    from .device_check import check_device, gather_facts
-    from .runtime.cuda import probe_cuda
+    from ..trt.cuda import probe_cuda
+    from .check import check_device, gather_facts
 
     cuda_info, cuda_why = probe_cuda()
     smi = _nvidia_smi()
@@ -311,7 +311,7 @@ def environment_report(dla_core: int | None = None) -> dict[str, Any]:
     trt = _tensorrt()
     ort = _onnxruntime()
     ov = _openvino()
-    from .runtime.cpu_int8 import cpu_name, int8_support
+    from ..runtime.cpu_int8 import cpu_name, int8_support
 
     machine = platform.machine()
     x86 = machine.lower() in ("x86_64", "amd64")

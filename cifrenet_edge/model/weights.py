@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ._io import atomic_path
-from .errors import WeightsError
-from .model import CIFReNet
+from .._io import atomic_path
+from ..errors import WeightsError
+from .cifrenet import CIFReNet
 
 CHECKPOINT_FORMAT = "cifrenet-edge-checkpoint/1"
 

@@ -11,7 +11,10 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..errors import FrameError
+from .errors import FrameError
+
+#: image files every loader reads (camera folders, calibration sets, datasets)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def check_frame(frame: object) -> np.ndarray:

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._io import PathLike, atomic_path
-from .errors import BackendUnavailableError, ExportError, ModelFileError
+from .._io import PathLike, atomic_path
+from ..errors import BackendUnavailableError, ExportError, ModelFileError
 
 # Ops that stay FP32 (inputs cast up, outputs cast down). onnxconverter-common's defaults
 # already keep Resize, TopK, Range, CumSum, Min/Max and the ML ops in FP32.
@@ -138,8 +138,8 @@ def _fp16_manifest(src: Path, model: Any) -> dict[str, Any] | None:
     """The source's manifest re-labelled FP16, or None for an ONNX file without one."""
     import datetime as dt
 
-    from ._io import sha256_file
-    from .manifest import read_manifest
+    from .._io import sha256_file
+    from ..manifest import read_manifest
 
     try:
         manifest = dict(read_manifest(src))
@@ -180,7 +180,7 @@ def convert_fp16_onnx(
     converted = convert_graph_fp16(model, keep_fp32_ops, label=src.name)
     manifest = _fp16_manifest(src, model)
     if manifest is not None:
-        from .manifest import onnx_metadata_props
+        from ..manifest import onnx_metadata_props
 
         del converted.metadata_props[:]
         onnx.helper.set_model_props(converted, onnx_metadata_props(manifest))
@@ -191,7 +191,7 @@ def convert_fp16_onnx(
     with atomic_path(out) as tmp:
         onnx.save(converted, str(tmp))
     if manifest is not None:
-        from .manifest import write_manifest
+        from ..manifest import write_manifest
 
         write_manifest(out, manifest)
     return Fp16Result(out, kept, halfs)

@@ -26,11 +26,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ._io import make_dir, sha256_file
-from .errors import CalibrationError, ConfigError, FrameError
-from .presets import BGR_MEAN, INPUT_SCALE
-from .runtime.preprocess import check_frame, preprocess, resize_bgr
-from .runtime.sources import IMAGE_SUFFIXES
+from .._io import make_dir, sha256_file
+from ..errors import CalibrationError, ConfigError, FrameError
+from ..preprocess import IMAGE_SUFFIXES, check_frame, preprocess, resize_bgr
+from ..presets import BGR_MEAN, INPUT_SCALE
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ MIN_PIXEL_STD = 2.0
 # np.random output saved as PNGs.
 MIN_NEIGHBOUR_CORRELATION = 0.25
 INTERPOLATION = "INTER_LINEAR"
-PREPROCESS_FUNCTION = "cifrenet_edge.runtime.preprocess.preprocess"
+PREPROCESS_FUNCTION = "cifrenet_edge.preprocess.preprocess"
 
 
 class Batches(Sequence[np.ndarray]):
@@ -455,7 +454,7 @@ def sample_video(video, out_dir, count: int = DEFAULT_COUNT, ext: str = ".png") 
             f"could not decode any frame of {src}: convert it to H.264 MP4 or check the file"
         )
     out = make_dir(out_dir, "folder", "--out")
-    from ._io import write_bytes_atomic
+    from .._io import write_bytes_atomic
 
     written = []
     for idx, img in picked:

@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .errors import BackendUnavailableError
+from ..errors import BackendUnavailableError
 
 JETSON_RELEASE = Path("/etc/nv_tegra_release")
 ENGINE, ORT_GPU = "engine", "onnxruntime-gpu"  # the scopes ``require`` is called with
@@ -114,8 +114,8 @@ def _tensorrt_rules(f: Facts) -> List[Row]:
     """TensorRT vs this GPU and its DLA: the rule table's hardware rules, with their sources."""
     if not f.tensorrt or (f.compute_capability is None and f.dla_core is None):
         return []
-    from .trt import rules
-    from .trt.api import parse_version
+    from ..trt import rules
+    from ..trt.api import parse_version
 
     c = rules.Context(
         span=rules.version_span(parse_version(f.tensorrt)),

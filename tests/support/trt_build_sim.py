@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-PARSER_OPS = Path(__file__).resolve().parents[1] / "cifrenet_edge" / "resources" / "onnx_parser_ops"
+PARSER_OPS = Path(__file__).resolve().parents[2] / "cifrenet_edge" / "resources" / "onnx_parser_ops"
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 SAME_TYPE = ("Add", "Sub", "Mul", "Div", "Concat", "Conv", "Sum", "Max", "Min", "PRelu")
 Version = Tuple[int, int, int]

@@ -1,6 +1,6 @@
 """TensorRT engines that really compute, over the simulated CUDA of ``cuda_sim.py``.
 
-``ComputeStandIn`` is ``test_trt_api.StandIn`` (names, deprecations, missing members exactly
+``ComputeStandIn`` is ``trt_standin.StandIn`` (names, deprecations, missing members exactly
 as NVIDIA's bindings of that version) whose engine computes: the "engine file" names an ONNX
 model, and ``execute_async_v2/v3`` enqueue, on the given stream, ONNX Runtime on the bytes at
 the input address, written to the output address, with the engine's dtypes and shapes. It
@@ -10,7 +10,7 @@ garbage plan and from ``create_execution_context`` without memory, ``bool`` from
 ``add_optimization_profile`` for an invalid profile. ``SimGpu`` assembles one machine (CUDA
 through the real ``CudaPython`` wrapper, this TensorRT, CuPy); with a real ``CudaPython`` and
 ``TorchDeviceExecutor`` the same stand-in runs over real device memory
-(``benchmarks/gpu_checks.py``).
+(``tests/gpu_checks.py``).
 
 Nothing here stands in for ONNX Runtime: the engines call the real one.
 """
@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-from cuda_sim import (  # noqa: F401  (re-exported: one import for the tests)
+
+from .cuda_sim import (  # noqa: F401  (re-exported: one import for the tests)
     CUDA_PYTHON_VERSIONS,
     SimCudart,
     SimCupy,
     SimFault,
     load_cuda_api,
 )
-from test_trt_api import Scenario, StandIn, _manifest
-from trt_build_sim import BuildModel
+from .trt_build_sim import BuildModel
+from .trt_standin import Scenario, StandIn, _manifest
 
 # --------------------------------------------------------------------------- engines
 ENGINE_MAGIC = b"cifrenet-sim-engine/1\n"
@@ -434,7 +435,7 @@ class SimGpu:
     Simulated by default. With ``cuda`` (a real ``CudaPython``) the same stand-in TensorRT
     runs over real device memory, execution contexts take their memory from ``cudaMalloc``
     and ``executor_for`` must compute on the device (``TorchDeviceExecutor``): that is what
-    ``benchmarks/gpu_checks.py`` does on a GPU machine without TensorRT.
+    ``tests/gpu_checks.py`` does on a GPU machine without TensorRT.
     """
 
     def __init__(
@@ -447,7 +448,7 @@ class SimGpu:
         cuda: Any = None,
         **sim_kwargs: Any,
     ) -> None:
-        from cifrenet_edge.runtime.cuda import CudaPython
+        from cifrenet_edge.trt.cuda import CudaPython
 
         self.compute_ms = compute_ms
         self._executor_for = executor_for

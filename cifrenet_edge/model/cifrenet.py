@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError
-from .presets import Preset, get_preset
+from ..errors import ConfigError
+from ..presets import Preset, get_preset
 
 # (expansion t, out channels, repeats, stride of first block, dilation): stages 1..7.
 STAGES: Tuple[Tuple[int, int, int, int, int], ...] = (

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._io import make_dir, write_json_atomic
-from .data.datasets import SegDataset, open_dataset
-from .data.transforms import augment
-from .errors import ConfigError, WeightsError
-from .metrics import ConfusionMatrix
-from .model import CIFReNet
-from .presets import IGNORE_INDEX, get_preset
-from .runtime.preprocess import preprocess
+from .._io import make_dir, write_json_atomic
+from ..accuracy.metrics import ConfusionMatrix
+from ..data.datasets import SegDataset, open_dataset
+from ..data.transforms import augment
+from ..errors import ConfigError, WeightsError
+from ..preprocess import preprocess
+from ..presets import IGNORE_INDEX, get_preset
+from .cifrenet import CIFReNet
 from .weights import load_imagenet_backbone, load_weights, save_checkpoint
 
 BATCH1_REASON = (
