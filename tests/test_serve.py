@@ -52,6 +52,36 @@ def free_ports(n):
             s.close()
 
 
+def _loopback_pytriton(monkeypatch, env=None):
+    """PyTriton's own Triton on 127.0.0.1 with free ports and an open repository index.
+
+    Returns it with its HTTP and gRPC ports and the workspace folder the caller removes."""
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+
+    from cifrenet_edge.serve.server import python_backend_libdir
+
+    libdir, _ = python_backend_libdir()
+    if libdir:
+        monkeypatch.setenv("LD_LIBRARY_PATH", libdir)
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    http, grpc, metrics = free_ports(3)
+    workspace = tempfile.mkdtemp(prefix="cet-")
+    triton = Triton(
+        config=TritonConfig(
+            http_address=HOST,
+            grpc_address=HOST,
+            metrics_address=HOST,
+            http_port=http,
+            grpc_port=grpc,
+            metrics_port=metrics,
+        ),
+        workspace=str(Path(workspace) / "w"),  # PyTriton creates it (it must not exist)
+        security_config=TritonSecurityConfig(restricted_endpoints=[]),
+    )
+    return triton, http, grpc, workspace
+
+
 class Server:
     """``python -m cifrenet_edge serve`` in its own process group, logs in a temp folder."""
 
@@ -459,10 +489,9 @@ def test_repository_signature_served_by_triton(
     import onnxruntime as ort
     from google.protobuf import json_format, text_format
     from pytriton.model_config import ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
     from tritonclient.grpc import model_config_pb2
 
-    from cifrenet_edge.serve.server import _attach_parameters, python_backend_libdir
+    from cifrenet_edge.serve.server import _attach_parameters
     from cifrenet_edge.serve.triton_repo import write_model_repository
 
     repo = write_model_repository(runtime_content_onnx, tmp_path / "repo")
@@ -473,23 +502,7 @@ def test_repository_signature_served_by_triton(
     def infer(requests):
         return [{out.name: session.run([out.name], {inp.name: r[inp.name]})[0]} for r in requests]
 
-    libdir, _ = python_backend_libdir()
-    if libdir:
-        monkeypatch.setenv("LD_LIBRARY_PATH", libdir)
-    http, grpc, metrics = free_ports(3)
-    workspace = tempfile.mkdtemp(prefix="cet-")
-    triton = Triton(
-        config=TritonConfig(
-            http_address=HOST,
-            grpc_address=HOST,
-            metrics_address=HOST,
-            http_port=http,
-            grpc_port=grpc,
-            metrics_port=metrics,
-        ),
-        workspace=str(Path(workspace) / "w"),  # PyTriton creates it (it must not exist)
-        security_config=TritonSecurityConfig(restricted_endpoints=[]),
-    )
+    triton, _, grpc, workspace = _loopback_pytriton(monkeypatch)
     try:
         triton.bind(
             model_name=config.name,
@@ -623,35 +636,16 @@ def test_open_waits_for_a_loading_model_then_says_loading(
     default, NVIDIA's container in explicit mode): while it loads, a short `Segmenter.open`
     waits out its timeout and says "loading"; a longer one waits and gets the model."""
     from pytriton import model_config as config_mod
-    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     from cifrenet_edge.serve.server import (
         ServeOptions,
         ServeSummary,
         _TritonThread,
         bind_frames_model,
-        python_backend_libdir,
     )
 
-    libdir, _ = python_backend_libdir()
-    if libdir:
-        monkeypatch.setenv("LD_LIBRARY_PATH", libdir)
-    for key, value in slow_load.env.items():  # PyTriton copies os.environ for tritonserver
-        monkeypatch.setenv(key, value)
-    http, grpc, metrics = free_ports(3)
-    workspace = tempfile.mkdtemp(prefix="cet-")
-    triton = Triton(
-        config=TritonConfig(
-            http_address=HOST,
-            grpc_address=HOST,
-            metrics_address=HOST,
-            http_port=http,
-            grpc_port=grpc,
-            metrics_port=metrics,
-        ),
-        workspace=str(Path(workspace) / "w"),
-        security_config=TritonSecurityConfig(restricted_endpoints=[]),  # the index is open
-    )
+    # PyTriton copies os.environ for tritonserver: the slowed load reaches it this way
+    triton, http, grpc, workspace = _loopback_pytriton(monkeypatch, slow_load.env)
     keeper = _TritonThread(triton)
     try:
         with Segmenter.open(runtime_content_onnx) as seg:
