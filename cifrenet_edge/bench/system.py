@@ -145,8 +145,9 @@ def _gpu_reason() -> Optional[str]:
     """None when TensorRT can run here, else why not and what fixes it."""
     if not _has("tensorrt"):
         return (
-            "TensorRT is not installed: on a machine with an NVIDIA GPU install it "
-            "(JetPack on Jetson, pip install 'cifrenet-edge[tensorrt,cuda]' on a desktop)"
+            "TensorRT is not installed: on a machine with an NVIDIA GPU install it (JetPack "
+            "on Jetson; on a desktop the extra 'cifrenet-edge info --env' names for its GPU, "
+            "e.g. pip install 'cifrenet-edge[trt86,cuda]' on a 1080 Ti)"
         )
     if shutil.which("nvidia-smi") is None and _read("/etc/nv_tegra_release") is None:
         return "no NVIDIA GPU/driver found (nvidia-smi missing): TensorRT needs an NVIDIA GPU"
