@@ -14,6 +14,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
+# The TensorRT modules' shared fixtures (tiny_onnx, run_build, build_on), found by name.
+pytest_plugins = ("support.trt_cases",)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():

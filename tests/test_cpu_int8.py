@@ -18,6 +18,7 @@ import onnx
 import pytest
 from conftest import INT8_WH as WH
 from conftest import PROBE_GATES
+from support.trt_standin import _manifest as full_manifest
 from thresholds import check
 
 from cifrenet_edge import Segmenter
@@ -116,11 +117,11 @@ def _manifest(w7_passed=True, u8_passed=None):
     variants = {"weights_7bit": rec}
     if u8_passed is not None:
         variants["u8_inputs"] = {"agreement": 0.93, "passed": u8_passed, "failures": []}
-    return {
-        "precision": "int8",
-        "source": {"onnx": "/nowhere/m_fp32.onnx"},
-        "parity": {"variants": variants},
-    }
+    return dict(
+        full_manifest("int8"),
+        source={"onnx": "/nowhere/m_fp32.onnx"},
+        parity={"variants": variants},
+    )
 
 
 def test_plan_prefers_the_u8_inputs_variant_without_a_dot_product():

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_trt_api import Scenario, StandIn, _engine_files, _onnx_with_manifest, tiny_onnx  # noqa: F401
+from support.trt_cases import engine_files, onnx_with_manifest
+from support.trt_standin import Scenario, StandIn
 from typer.testing import CliRunner
 
 from cifrenet_edge.device import check as dc
@@ -237,10 +238,10 @@ def test_builder_preflight_names_the_mismatch_not_a_raw_error(monkeypatch):
         build.preflight()
 
 
-def test_device_builder_checks_before_reading_the_model(monkeypatch, tmp_path, tiny_onnx, capsys):  # noqa: F811
+def test_device_builder_checks_before_reading_the_model(monkeypatch, tmp_path, tiny_onnx, capsys):
     from cifrenet_edge.trt import build
 
-    src = _onnx_with_manifest(tmp_path, tiny_onnx, "fp32")
+    src = onnx_with_manifest(tmp_path, tiny_onnx, "fp32")
     monkeypatch.setattr(api, "import_tensorrt", StandIn("10.3.0", Scenario("10.3.0")).module)
     monkeypatch.setattr(build, "_open_cuda", _dlopen_fails)
     _fake_machine(
@@ -276,7 +277,7 @@ def test_segmenter_open_engine_runs_the_device_check(monkeypatch, tmp_path):
     from cifrenet_edge import Segmenter
     from cifrenet_edge.runtime.backends import tensorrt as trt_backend
 
-    eng = _engine_files(tmp_path, "8.5.2", False)
+    eng = engine_files(tmp_path, "8.5.2", False)
     monkeypatch.setattr(api, "import_tensorrt", StandIn("8.5.2", Scenario("8.5.2")).module)
     monkeypatch.setattr(trt_backend, "_open_cuda", lambda index: _dlopen_fails())
     _fake_machine(monkeypatch, driver="11.4", cc="7.2", name="Xavier")

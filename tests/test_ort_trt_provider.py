@@ -42,9 +42,7 @@ def test_qdq_model_enables_int8_and_caches_sit_beside_the_model(model):
     cache = opts["trt_engine_cache_path"]
     assert cache == str(path.parent.resolve() / "m_int8.onnx.ort-trt-cache" / "ort1.17.3-trt8.6.1")
     assert (path.parent / "m_int8.onnx.ort-trt-cache").is_dir()
-    fp32 = tensorrt_provider_options(
-        str(model("fp32")[0]), {"precision": "fp32"}, 1, True, "1.20.0"
-    )
+    fp32 = tensorrt_provider_options(str(model("fp32")[0]), model("fp32")[1], 1, True, "1.20.0")
     assert "trt_int8_enable" not in fp32 and fp32["trt_fp16_enable"] and fp32["device_id"] == 1
 
 

@@ -107,3 +107,36 @@ def test_no_module_past_800_lines():
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert big == {}
+
+
+def test_the_package_reads_manifests_through_their_type():
+    """Manifest fields are attributes (``m.precision``, ``m.variant(name)``): a string-key
+    lookup outside ``manifest.py`` would bring back the silent ``.get`` default a misspelt
+    key gives."""
+    import re
+
+    lookup = re.compile(r"""\b(?:manifest|man|m8|src)\w*\s*(?:\[\s*["']|\.get\(\s*["'])""")
+    found = [
+        f"{p.relative_to(PKG.parent)}:{i}: {line.strip()}"
+        for p in PKG.rglob("*.py")
+        if p.name != "manifest.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if lookup.search(line)
+    ]
+    assert found == []
+
+
+def test_no_test_module_imports_another():
+    """Shared cases live in tests/support (fixtures registered by conftest), so a test
+    module runs alone and no test module's import side effects leak into another."""
+    tests = Path(__file__).resolve().parent
+    bad = []
+    for p in list(tests.glob("*.py")) + list((tests / "support").glob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            bad += [f"{p.name} imports {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert bad == []

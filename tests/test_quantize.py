@@ -373,9 +373,9 @@ def test_bad_inputs_one_line(int8_env, tmp_path):
 def test_static_batch_inputs_are_stacked():
     """A model exported with --batch 2 is calibrated and checked on 2-frame stacks."""
     frames = [np.full((1, 3, 4, 4), i, np.float32) for i in range(5)]
-    g = q.model_batches(frames, {"batch": 2, "dynamic": None})
+    g = q.model_batches(frames, 2)
     stacks = list(g)  # iteration must end
     assert len(stacks) == 2 and stacks[1].shape == (2, 3, 4, 4)
     assert stacks[1][:, 0, 0, 0].tolist() == [2.0, 3.0]
-    assert q.model_batches(frames, {"batch": 1, "dynamic": None}) is frames
-    assert q.model_batches(frames, {"batch": None, "dynamic": {"opt": [4, 4]}}) is frames
+    assert q.model_batches(frames, 1) is frames
+    assert q.model_batches(frames) is frames

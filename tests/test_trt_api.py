@@ -14,101 +14,22 @@ no precision builder flags on 11.1 ...). Return values are the minimum needed to
 path; they say nothing about whether TensorRT would accept the model: the ``gpu`` tests do.
 """
 
-import json
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List
 
 import numpy as np
 import pytest
-from support.trt_standin import (  # noqa: F401  (shared with other test modules)
-    API_DIR,
-    ENUM_VALUES,
+from support.trt_cases import engine_files, onnx_with_manifest
+from support.trt_standin import (
     VERSIONS,
-    EnumMember,
-    Record,
     RecordingCuda,
     Scenario,
     StandIn,
-    StrictEnum,
-    _arg_text,
-    _manifest,
-    enum_values,
     load_api,
 )
 
 from cifrenet_edge.errors import BackendUnavailableError, ConfigError
 from cifrenet_edge.trt import api
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory) -> Path:
-    """A real (tiny) FP32 ONNX graph Conv -> Resize named like an export, for the FP16 path."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    rng = np.random.default_rng(0)
-    w = helper.make_tensor(
-        "w", TensorProto.FLOAT, [19, 3, 3, 3], rng.normal(size=19 * 27).astype(np.float32)
-    )
-    sizes = helper.make_tensor("sizes", TensorProto.INT64, [4], [1, 19, 96, 160])
-    nodes = [
-        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
-        helper.make_node("Resize", ["c", "", "", "sizes"], ["logits"], mode="linear"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 96, 160])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 19, 96, 160])],
-        [w, sizes],
-    )
-    # opset 13: what every listed parser reads (TensorRT 8.2 stops at 13; trt.rules onnx.opset)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    path = tmp_path_factory.mktemp("trt_api") / "tiny_fp32.onnx"
-    onnx.save(model, str(path))
-    return path
-
-
-def _onnx_with_manifest(tmp_path: Path, src: Path, precision: str, dynamic: bool = False) -> Path:
-    dst = tmp_path / f"m_{precision}.onnx"
-    dst.write_bytes(src.read_bytes())
-    (tmp_path / (dst.name + ".json")).write_text(json.dumps(_manifest(precision, dynamic)))
-    return dst
-
-
-@pytest.fixture
-def run_build(monkeypatch, tmp_path, tiny_onnx):
-    """Run build_engine against version v's stand-in; returns (result or exception, record)."""
-    from cifrenet_edge.trt import build
-
-    def go(
-        version: str,
-        precision: str,
-        dynamic: bool = False,
-        onnx_precision: Optional[str] = None,
-        **kwargs: Any,
-    ):
-        scenario = Scenario(
-            version,
-            dla_cores=kwargs.pop("dla_cores", 0),
-            build_fails=kwargs.pop("build_fails", False),
-        )
-        s = StandIn(version, scenario)
-        cuda = RecordingCuda()
-        monkeypatch.setattr(api, "import_tensorrt", s.module)
-        monkeypatch.setattr(build, "_open_cuda", lambda: cuda)
-        onnx_precision = onnx_precision or ("int8" if precision == "int8" else "fp32")
-        src = _onnx_with_manifest(tmp_path, tiny_onnx, onnx_precision, dynamic)
-        result = build.build_engine(
-            src,
-            precision=precision,
-            output=tmp_path / "m.engine",
-            quiet=kwargs.pop("quiet", True),
-            **kwargs,
-        )
-        return result, s.rec, cuda
-
-    return go
 
 
 # --------------------------------------------------------------------------- the table vs the JSON
@@ -421,7 +342,7 @@ def test_cli_visible_errors_on_this_machine(tmp_path, tiny_onnx):
         pytest.skip("TensorRT is installed here")
     from cifrenet_edge.trt.build import build_engine
 
-    src = _onnx_with_manifest(tmp_path, tiny_onnx, "fp32")
+    src = onnx_with_manifest(tmp_path, tiny_onnx, "fp32")
     with pytest.raises(BackendUnavailableError) as err:
         build_engine(src, precision="fp32", output=tmp_path / "x.engine", quiet=True)
     msg = str(err.value)
@@ -441,7 +362,7 @@ def test_device_build_entry_point_reports_one_line(tmp_path, tiny_onnx, capsys):
 
     from cifrenet_edge.trt.build import main
 
-    src = _onnx_with_manifest(tmp_path, tiny_onnx, "fp32")
+    src = onnx_with_manifest(tmp_path, tiny_onnx, "fp32")
     assert main([str(tmp_path / "missing.onnx"), "-q"]) == 2
     assert "does not exist" in capsys.readouterr().err
     if importlib.util.find_spec("tensorrt") is None:
@@ -462,7 +383,7 @@ def test_unwritable_engine_output_is_refused_before_the_build(monkeypatch, tmp_p
         raise RuntimeError("TensorRT reached before the output folder was checked")
 
     monkeypatch.setattr(build, "_preflight", no_trt)
-    src = _onnx_with_manifest(tmp_path, tiny_onnx, "fp32")
+    src = onnx_with_manifest(tmp_path, tiny_onnx, "fp32")
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where the output folder should be")
     with pytest.raises(ConfigError, match="output folder") as err:
@@ -487,16 +408,6 @@ def test_plan_warns_on_pascal_fp16_and_refuses_mismatched_inputs():
 
 
 # --------------------------------------------------------------------------- runtime paths
-def _engine_files(tmp_path: Path, version: str, dynamic: bool = False) -> Path:
-    eng = tmp_path / "m.engine"
-    eng.write_bytes(b"serialized-by-stand-in")
-    m = _manifest("fp32", dynamic)
-    m["kind"] = "engine"
-    m["engine"] = {"tensorrt": version, "gpu": "Stand-in GPU", "compute_capability": "8.7"}
-    (tmp_path / "m.engine.json").write_text(json.dumps(m))
-    return eng
-
-
 def _backend(monkeypatch, tmp_path, version, **kwargs):
     from cifrenet_edge.manifest import read_manifest
     from cifrenet_edge.runtime.backends import tensorrt as trt_backend
@@ -506,7 +417,7 @@ def _backend(monkeypatch, tmp_path, version, **kwargs):
     monkeypatch.setattr(api, "import_tensorrt", s.module)
     monkeypatch.setattr(trt_backend, "_open_cuda", lambda index: cuda)
     dynamic = kwargs.pop("dynamic", False)
-    eng = _engine_files(tmp_path, version, dynamic)
+    eng = engine_files(tmp_path, version, dynamic)
     b = trt_backend.TensorRTBackend(
         path=str(eng), manifest=read_manifest(eng), input_shape=(1, 3, 96, 160), **kwargs
     )

@@ -198,10 +198,14 @@ def test_static_engine_needs_no_shapes_and_dla_engine_names_its_core(fake_trtexe
 
 def test_a_checkpoint_gives_pytorch_fp16_rows_where_cuda_is():
     """bench --model ckpt.pth --backend torch --precision fp16: the paper's GPU setting."""
-    m = {"kind": "torch", "precision": "fp32"}
+    from support.trt_standin import _manifest
+
+    from cifrenet_edge.manifest import Manifest
+
+    m = Manifest.from_dict(dict(_manifest("fp32"), kind="torch"))
     assert bench_models._model_fits(Path("m.pth"), m, "torch", "fp16") is None
     assert "FP32 weights" in bench_models._model_fits(Path("m.pth"), m, "torch", "int8")
-    onnx = {"kind": "onnx", "precision": "fp32"}
+    onnx = Manifest.from_dict(_manifest("fp32"))
     assert "FP32 weights" in bench_models._model_fits(Path("m.onnx"), onnx, "onnxruntime", "fp16")
 
 

@@ -3,7 +3,7 @@
 Each rule of ``resources/trt_rules.json`` gets a case that breaks it and one that passes:
 tiny ONNX graphs made with ``onnx.helper`` for the graph rules, ``plan_build`` with the facts
 of a device for the option and hardware rules. The build fixes run ``build_engine`` through
-the strict stand-in ``tensorrt`` modules of ``tests/test_trt_api.py``, which here also act as
+the strict stand-in ``tensorrt`` modules of ``tests/support/trt_standin.py``, which here also act as
 TensorRT does around Python callbacks: the 8.5+ bindings catch an exception from a calibrator
 or progress-monitor callback and take it as "no more batches" / "cancel"
 (``python/src/infer/pyInt8.cpp``, ``pyCore.cpp`` PyProgressMonitor).
@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import onnx
 import pytest
-import test_trt_api as standin
-from onnx import TensorProto, helper
+from onnx import TensorProto
+from support.trt_cases import mixed_add, plain_conv, qdq_conv
 from support.trt_standin import VERSIONS, RecordingCuda, Scenario, StandIn, _manifest
 
 from cifrenet_edge.errors import (
@@ -31,94 +31,8 @@ from cifrenet_edge.errors import (
 from cifrenet_edge.trt import api, rules
 from cifrenet_edge.trt.build import plan_build
 
-# the stand-in build fixtures of test_trt_api, shared by name
-tiny_onnx = standin.tiny_onnx
-run_build = standin.run_build
-
 
 # --------------------------------------------------------------------------- graphs
-def qdq_conv(
-    *,
-    int8_weights: bool = False,
-    act_zp: int = 0,
-    zp_type: int = TensorProto.INT8,
-    zero_point: bool = True,
-    scale_type: int = TensorProto.FLOAT,
-    act_scale: float = 0.05,
-    act_per_channel: bool = False,
-    weight_axis: Optional[int] = 0,
-    opset: int = 13,
-) -> onnx.ModelProto:
-    """input -> Q -> DQ -> Conv <- DQ <- (Q <- float weights | int8 weights): one Q/DQ conv."""
-    c_out = 4
-    np_scale = np.float16 if scale_type == TensorProto.FLOAT16 else np.float32
-    w = np.linspace(-1, 1, c_out * 3).astype(np.float32).reshape(c_out, 3, 1, 1)
-    a_scale = np.full(3 if act_per_channel else (), act_scale, np_scale)
-    w_scale = np.full(c_out, 0.01, np_scale)
-    zp_np = np.uint8 if zp_type == TensorProto.UINT8 else np.int8
-    inits = [
-        onnx.numpy_helper.from_array(a_scale, "a_scale"),
-        onnx.numpy_helper.from_array(w_scale, "w_scale"),
-        onnx.numpy_helper.from_array(np.full(a_scale.shape, act_zp, zp_np), "a_zp"),
-        onnx.numpy_helper.from_array(np.zeros(c_out, np.int8), "w_zp"),
-    ]
-    a_in = ["input", "a_scale"] + (["a_zp"] if zero_point else [])
-    w_axis = {} if weight_axis is None else {"axis": weight_axis}
-    a_axis = {"axis": 1} if act_per_channel else {}
-    nodes = [
-        helper.make_node("QuantizeLinear", a_in, ["a_q"], name="act_q", **a_axis),
-        helper.make_node("DequantizeLinear", ["a_q", *a_in[1:]], ["a_dq"], name="act_dq", **a_axis),
-    ]
-    if int8_weights:
-        inits.append(onnx.numpy_helper.from_array(np.round(w / 0.01).astype(np.int8), "w_q"))
-    else:
-        inits.append(onnx.numpy_helper.from_array(w, "w"))
-        nodes.append(
-            helper.make_node(
-                "QuantizeLinear", ["w", "w_scale", "w_zp"], ["w_q"], name="w_quant", **w_axis
-            )
-        )
-    nodes += [
-        helper.make_node(
-            "DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_dq"], name="w_dequant", **w_axis
-        ),
-        helper.make_node("Conv", ["a_dq", "w_dq"], ["logits"], name="conv"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "qdq",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, c_out, 8, 8])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def mixed_add(second: int = TensorProto.FLOAT16) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["y"], name="residual_add")],
-        "mixed",
-        [
-            helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 4]),
-            helper.make_tensor_value_info("b", second, [1, 4]),
-        ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-
-
-def plain_conv(opset: int) -> onnx.ModelProto:
-    w = onnx.numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w"], ["y"], name="conv")],
-        "plain",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
-        [w],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
 def graph_ids(model: onnx.ModelProto, version: str) -> List[str]:
     """Rule ids the graph breaks on one TensorRT version (errors and warnings)."""
     v = api.parse_version(version)
@@ -678,6 +592,7 @@ def test_engine_manifest_compares_the_build_number_on_every_version():
 
     def manifest(trt: str) -> Dict[str, Any]:
         return {
+            **_manifest("fp32"),
             "kind": "engine",
             "engine": {"tensorrt": trt, "gpu": "Orin", "compute_capability": "8.7"},
         }

@@ -8,6 +8,7 @@ checks the same refusal through ``Segmenter.open`` on a real engine.
 import json
 
 import pytest
+from support.trt_standin import _manifest
 
 from cifrenet_edge.errors import EngineMismatchError, ModelFileError
 from cifrenet_edge.trt.engine_manifest import (
@@ -18,6 +19,7 @@ from cifrenet_edge.trt.engine_manifest import (
 )
 
 BUILT = {
+    **_manifest("int8"),  # a complete manifest; the engine's own fields below
     "kind": "engine",
     "preset": "cityscapes",
     "precision": "int8",

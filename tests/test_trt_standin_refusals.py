@@ -11,95 +11,18 @@ fail that test, and so would a rule whose removal TensorRT would not notice.
 """
 
 import json
-from pathlib import Path
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple
 
 import onnx
 import pytest
 from onnx import TensorProto
-from support.trt_sim import ComputeStandIn, TrtWorld
-from support.trt_standin import RecordingCuda, StandIn, _manifest
-from test_trt_build_rules import mixed_add, plain_conv, qdq_conv
+from support.trt_cases import Outcome, machine, mixed_add, plain_conv, qdq_conv
+from support.trt_standin import StandIn, _manifest
 
-from cifrenet_edge.errors import CifreNetError, ExportError
+from cifrenet_edge.errors import ExportError
 from cifrenet_edge.trt import api, rules
 
 TABLE = json.loads(rules.TABLE.read_text())["rules"]
-
-
-class CcCuda(RecordingCuda):
-    """The recording CUDA stand-in, on a GPU of the given compute capability."""
-
-    def __init__(self, cc: str) -> None:
-        super().__init__()
-        self.cc = cc
-
-    def device_info(self) -> Dict[str, Any]:
-        return dict(super().device_info(), compute_capability=self.cc, name=f"GPU cc {self.cc}")
-
-
-class Machine(NamedTuple):
-    world: TrtWorld
-    standin: ComputeStandIn
-
-
-def machine(version: str, cc: str, dla_cores: int = 0) -> Machine:
-    world = TrtWorld(
-        version, lambda h: None, lambda n: 1, lambda p: None, dla_cores, compute_capability=cc
-    )
-    return Machine(world, ComputeStandIn(version, world))
-
-
-def _onnx(tmp_path: Path, model: onnx.ModelProto, precision: str, dynamic: bool) -> Path:
-    path = tmp_path / f"m_{precision}.onnx"
-    onnx.save(model, str(path))
-    (tmp_path / (path.name + ".json")).write_text(json.dumps(_manifest(precision, dynamic)))
-    return path
-
-
-class Outcome(NamedTuple):
-    result: Any  # EngineResult, or the exception raised
-    world: TrtWorld
-    standin: ComputeStandIn
-
-    def text(self) -> str:
-        if isinstance(self.result, BaseException):
-            return str(self.result)
-        return " ".join(self.result.warnings)
-
-
-@pytest.fixture
-def build_on(monkeypatch, tmp_path, real_images_dir):
-    """build_engine through the modelling stand-in of ``version`` on a GPU of ``cc``."""
-    from cifrenet_edge.trt import build
-
-    def go(
-        version: str,
-        cc: str,
-        precision: str,
-        model: Optional[onnx.ModelProto] = None,
-        onnx_precision: Optional[str] = None,
-        dynamic: bool = False,
-        dla_cores: int = 0,
-        **kw: Any,
-    ) -> Outcome:
-        m = machine(version, cc, dla_cores)
-        monkeypatch.setattr(api, "import_tensorrt", m.standin.module)
-        monkeypatch.setattr(build, "_open_cuda", lambda: CcCuda(cc))
-        onnx_p = onnx_precision or ("int8" if precision == "int8" else "fp32")
-        model = model if model is not None else (qdq_conv() if onnx_p == "int8" else plain_conv(13))
-        src = _onnx(tmp_path, model, onnx_p, dynamic)
-        if kw.get("int8_mode") == "calibrator":
-            kw["calib"] = real_images_dir
-        try:
-            res: Any = build.build_engine(
-                src, precision=precision, output=tmp_path / "e.engine", quiet=True, **kw
-            )
-        except (CifreNetError, AttributeError, TypeError, RuntimeError) as exc:
-            res = exc
-        return Outcome(res, m.world, m.standin)
-
-    return go
 
 
 # --------------------------------------------------------------------------- the model itself

@@ -4,7 +4,7 @@ NVIDIA's support matrix (compute capabilities per TensorRT release, from release
 maintainers' answers) is part of the rule table (``hw.sm-*`` rules): a GTX 1080 Ti with a
 10.x TensorRT is refused before anything is exported, naming the pip extra that installs
 8.6.x, and ``info --env`` names the same extra. Without a GPU: plans, the stand-in
-``tensorrt`` modules of ``test_trt_api.py`` and the packaging metadata.
+``tensorrt`` modules of ``support/trt_standin.py`` and the packaging metadata.
 """
 
 import io
@@ -15,21 +15,16 @@ from pathlib import Path
 
 import onnx
 import pytest
-import test_trt_api as api_tests
-import test_trt_standin_refusals as refusals
 import tomllib
 from packaging.specifiers import SpecifierSet
+from support.trt_cases import plain_conv, qdq_conv
 from support.trt_standin import RecordingCuda, Scenario, StandIn, _manifest
-from test_trt_build_rules import plain_conv, qdq_conv
 
 from cifrenet_edge.errors import BackendUnavailableError, ConfigError
 from cifrenet_edge.trt import api, rules
 from cifrenet_edge.trt.plan import plan_build
 
 ROOT = Path(__file__).resolve().parents[1]
-build_on = refusals.build_on  # the modelling stand-in's build fixture, shared by name
-run_build = api_tests.run_build  # the API stand-in's build fixture
-tiny_onnx = api_tests.tiny_onnx
 # `pip index versions tensorrt` on PyPI, 2026-12-04 (the real release list, oldest last)
 PYPI_TENSORRT = [
     "11.4.0.106",

@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cifrenet_edge.manifest import Manifest
+
 OV_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 
 
@@ -37,7 +39,7 @@ def nncf_missing() -> Optional[str]:
 class NncfModel:
     """NNCF's INT8 model compiled as the runtime compiles OpenVINO; predicts as Segmenter."""
 
-    def __init__(self, fp32_onnx, frames: Sequence[np.ndarray], manifest: Dict[str, Any], threads):
+    def __init__(self, fp32_onnx, frames: Sequence[np.ndarray], manifest: Manifest, threads):
         import nncf
         import openvino as ov
         from nncf import QuantizationPreset
@@ -51,9 +53,9 @@ class NncfModel:
         if threads:
             cfg["INFERENCE_NUM_THREADS"] = int(threads)
         self.request = core.compile_model(self.quantized, "CPU", cfg).create_infer_request()
-        self.wh = tuple(manifest["resolution"])
+        self.wh = manifest.nominal_wh
         self.backend = self  # the benchmark times ``seg.backend.infer`` for every row
-        self.mean, self.scale = manifest["mean_bgr"], manifest["scale"]
+        self.mean, self.scale = manifest.mean_bgr, manifest.scale
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x})[0]
@@ -111,7 +113,7 @@ def profile(
     }
 
 
-def toolkit_int8_compiler(path, manifest: Dict[str, Any], variant: str, threads):
+def toolkit_int8_compiler(path, manifest: Manifest, variant: str, threads):
     """A ``compile_fn`` for ``profile`` that derives the runtime's variant as the backend does."""
     import openvino as ov
 

@@ -187,10 +187,9 @@ def _seven_bit_only(int8, tmp: Path) -> Path:
 
     out = tmp / "m_int8_w7only.onnx"
     out.write_bytes(Path(int8.path).read_bytes())
-    m = dict(int8.manifest)
-    variants = {"weights_7bit": m["parity"]["variants"]["weights_7bit"]}
-    m["parity"] = dict(m["parity"], variants=variants)
-    write_manifest(out, m)
+    m = int8.manifest
+    variants = {"weights_7bit": m.variant("weights_7bit")}
+    write_manifest(out, m.with_(parity=dict(m.parity, variants=variants)))
     return out
 
 
@@ -200,7 +199,7 @@ def _calibration_frames(calib, fp32) -> list:
     from cifrenet_edge.quantize.int8 import _split
 
     m = fp32.manifest
-    data = load_calibration(calib, tuple(m["resolution"]), mean_bgr=m["mean_bgr"], scale=m["scale"])
+    data = load_calibration(calib, m.nominal_wh, mean_bgr=list(m.mean_bgr), scale=m.scale)
     return list(_split(data)[0].batches)
 
 
@@ -421,7 +420,7 @@ def main(argv=None) -> dict:
         from cifrenet_edge.preprocess import preprocess
 
         m = fp32.manifest
-        x = preprocess(frame, wh, m["mean_bgr"], m["scale"])
+        x = preprocess(frame, wh, m.mean_bgr, m.scale)
 
         cands = {}
         for name in ("toolkit fp32", "toolkit int8", "openvino fp32 (f32)"):

@@ -86,10 +86,7 @@ def get_logits(weights, frames, threads):
 
         m = seg.manifest
         logits = [
-            [
-                seg.backend.infer(preprocess(f, MODEL_WH, m["mean_bgr"], m["scale"]))[0]
-                for f in group
-            ]
+            [seg.backend.infer(preprocess(f, MODEL_WH, m.mean_bgr, m.scale))[0] for f in group]
             for group in frames
         ]
     return logits, label

@@ -55,8 +55,8 @@ def _describe(seg: Any, path: PathLike) -> Dict[str, Any]:
     be = seg.backend
     return {
         "model": str(path),
-        "kind": man.get("kind"),
-        "precision": getattr(be, "precision", None) or man.get("precision"),
+        "kind": man.kind,
+        "precision": getattr(be, "precision", None) or man.precision,
         "backend": getattr(be, "name", None),
         "device": getattr(be, "device", None),
         "resolution": list(seg.resolution),

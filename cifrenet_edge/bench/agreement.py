@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import CifreNetError
+from ..manifest import Manifest
 from .stats import _one_line
 
 AGREEMENT_SCENES = (7001, 7002, 7003)  # never calibration seeds (write_synthetic_dataset: 0)
@@ -30,10 +31,10 @@ def agreement_frames(frame: np.ndarray) -> List[np.ndarray]:
     return [frame] + [make_scene(s, (w, h))[0] for s in AGREEMENT_SCENES]
 
 
-def _fp32_reference(prepared_fp32: Optional[Path], manifest: Dict[str, Any]) -> Optional[Path]:
+def _fp32_reference(prepared_fp32: Optional[Path], manifest: Manifest) -> Optional[Path]:
     if prepared_fp32 is not None and Path(prepared_fp32).is_file():
         return Path(prepared_fp32)
-    src = (manifest.get("source") or {}).get("onnx")
+    src = manifest.source_onnx
     return Path(src) if src and Path(src).is_file() else None
 
 
@@ -72,7 +73,7 @@ def measure_agreement(
         "variant": segmenter.backend.describe().get("int8_variant"),
     }
     if ref_path is None:
-        recorded = (manifest.get("parity") or {}).get("agreement")
+        recorded = (manifest.parity or {}).get("agreement")
         return dict(
             out,
             agreement=recorded,

@@ -6,10 +6,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import __version__
 from ..errors import CifreNetError, ConfigError, ModelFileError
+from ..manifest import Manifest
 from .constants import CALIB_COUNT
 from .system import _dist_version
 
@@ -64,7 +65,7 @@ def _manifest_ok(path: Path, precision: str) -> bool:
         m = read_manifest(path)
     except Exception:
         return False
-    return m.get("toolkit_version") == __version__ and m.get("precision") == precision
+    return m.toolkit_version == __version__ and m.precision == precision
 
 
 @dataclass
@@ -241,12 +242,10 @@ def torch_checkpoint(preset: str, weights: Optional[str], cache: Path) -> Path:
     return path
 
 
-def _model_fits(
-    path: Path, manifest: Dict[str, Any], backend: str, precision: str
-) -> Optional[str]:
+def _model_fits(path: Path, manifest: Manifest, backend: str, precision: str) -> Optional[str]:
     """With --model the file fixes precision and what can open it."""
-    kind = manifest.get("kind")
-    mp = manifest.get("precision", "fp32")
+    kind = manifest.kind
+    mp = manifest.precision
     # PyTorch runs an FP32 checkpoint in FP16 itself (on CUDA; availability() says so).
     torch_fp16 = kind == "torch" and backend == "torch" and precision == "fp16"
     if precision != mp and not torch_fp16:
@@ -262,7 +261,7 @@ def _model_fits(
             "or use --preset to let bench build it"
         )
     if kind == "onnx" and backend == "torch":
-        w = (manifest.get("weights") or {}).get("path")
+        w = manifest.weights_path
         if not (w and Path(w).is_file()):
             return (
                 f"PyTorch runs checkpoints, and {path.name}'s manifest names none that exists: "
@@ -274,29 +273,27 @@ def _model_fits(
 
 
 def _prepared_from_model(
-    path: Path, manifest: Dict[str, Any], wh: Tuple[int, int], batch: int
+    path: Path, manifest: Manifest, wh: Tuple[int, int], batch: int
 ) -> Prepared:
-    from ..manifest import model_resolution
-
-    res = model_resolution(manifest)
-    if res is not None and tuple(res) != tuple(wh) and not manifest.get("dynamic"):
+    res = manifest.resolution
+    if res is not None and tuple(res) != tuple(wh) and not manifest.dynamic:
         raise ConfigError(
             f"{path.name} is fixed at {res[0]}x{res[1]}: pass --res {res[0]}x{res[1]} or use "
             "--preset to export one per resolution"
         )
-    mb = manifest.get("batch")
-    if mb and int(mb) != batch and not manifest.get("dynamic"):
+    mb = manifest.batch
+    if mb and mb != batch and not manifest.dynamic:
         raise ConfigError(f"{path.name} has a fixed batch of {mb}: pass --batch {mb}")
     p = Prepared()
-    precision = str(manifest.get("precision", "fp32"))
-    kind = manifest.get("kind")
+    precision = manifest.precision
+    kind = manifest.kind
     if kind == "engine":
         p.engines[precision] = path
     elif kind == "torch":
         p.torch = path
     else:
         p.onnx[precision] = path
-        w = (manifest.get("weights") or {}).get("path")
+        w = manifest.weights_path
         if w and Path(w).is_file():
             p.torch = Path(w)
     return p

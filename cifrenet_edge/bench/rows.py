@@ -207,7 +207,8 @@ def _tensorrt_rows(
         except Exception as exc:  # a CUDA failure fails this row, not the whole run
             r.status, r.reason = "failed", _one_line(exc)
         if use_trtexec and r.model and r.status == "ok":
-            eng = (getattr(be, "manifest", None) or {}).get("engine") or {}
+            built = getattr(be, "manifest", None)
+            eng = (built.engine if built is not None else None) or {}
             shape = x.shape if x is not None else getattr(be, "input_shape", None)
             r.trtexec = run_trtexec(
                 Path(r.model),

@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import BackendUnavailableError, ConfigError, ModelFileError
+from ..manifest import Manifest
 from .agreement import add_int8_agreement
 from .constants import (
     BACKENDS,
@@ -201,11 +202,9 @@ def _given_model(
     from ..runtime.segmenter import open_manifest
 
     model_manifest = open_manifest(model_path)
-    preset = str(model_manifest.get("preset", preset))
+    preset = model_manifest.preset or preset
     if not resolutions:
-        from ..manifest import model_resolution
-
-        fixed = model_resolution(model_manifest)
+        fixed = model_manifest.resolution
         resolutions = [tuple(fixed)] if fixed else None
     return model_path, model_manifest, preset, resolutions
 
@@ -217,7 +216,7 @@ def _plan(
     resolutions: Sequence[Tuple[int, int]],
     batch: int,
     model_path: Optional[Path],
-    model_manifest: Optional[Dict[str, Any]],
+    model_manifest: Optional[Manifest],
 ) -> Tuple[Plan, List[BenchResult], List[str]]:
     """What runs here; what cannot is a skipped row (asked for by name) or a note."""
     notes: List[str] = []
@@ -408,13 +407,14 @@ def _bare_row(
 
 def _weights_kind(
     model_path: Optional[Path],
-    manifest: Optional[Dict[str, Any]],
+    manifest: Optional[Manifest],
     weights: Optional[str],
     probe_label: Optional[str],
 ) -> str:
     """What the timed model's weights are: probe, checkpoint, trained or untrained."""
     if model_path is not None:
-        return "trained" if (manifest or {}).get("weights", {}).get("trained") else "untrained"
+        trained = manifest is not None and (manifest.weights or {}).get("trained")
+        return "trained" if trained else "untrained"
     if probe_label:
         return "probe"
     return "checkpoint" if weights else "untrained"
@@ -424,7 +424,7 @@ def _config(
     timing: _Timing,
     preset: str,
     model_path: Optional[Path],
-    model_manifest: Optional[Dict[str, Any]],
+    model_manifest: Optional[Manifest],
     weights: Optional[str],
     resolutions: Sequence[Tuple[int, int]],
     b_list: Sequence[str],

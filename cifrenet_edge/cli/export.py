@@ -140,28 +140,29 @@ def export(
     table.add_row(
         "manifest", str(final_side if final_side.is_file() else result.fp32.manifest_path)
     )
-    dyn = m.get("dynamic")
+    dyn = m.dynamic
     if dyn:
+        b = dyn.batch or (1, 1, 1)
         shape = (
-            f"dynamic {dyn['min'][0]}x{dyn['min'][1]} .. {dyn['max'][0]}x{dyn['max'][1]} "
-            f"(opt {dyn['opt'][0]}x{dyn['opt'][1]}), batch {dyn['batch'][0]}..{dyn['batch'][2]}"
+            f"dynamic {dyn.min[0]}x{dyn.min[1]} .. {dyn.max[0]}x{dyn.max[1]} "
+            f"(opt {dyn.opt[0]}x{dyn.opt[1]}), batch {b[0]}..{b[2]}"
         )
     else:
-        shape = f"{m['resolution'][0]}x{m['resolution'][1]}, batch {m['batch']}"
-    table.add_row("input", f"{shape}, {m['channel_order']} {m['input_layout']}")
+        shape = f"{m.nominal_wh[0]}x{m.nominal_wh[1]}, batch {m.batch}"
+    table.add_row("input", f"{shape}, {m.channel_order} {m.input_layout}")
     if dyn:
         table.add_row(
-            "verified sizes", ", ".join(f"{w}x{h}" for w, h in dyn["verified"]) + " (parity)"
+            "verified sizes", ", ".join(f"{w}x{h}" for w, h in dyn.verified or ()) + " (parity)"
         )
-    table.add_row("target", f"{m['target']}, opset {m['opset']}")
+    table.add_row("target", f"{m.target}, opset {m.extra.get('opset')}")
     table.add_row(
         "fp32 parity (ORT vs torch)",
         f"argmax agreement {par['argmax_agreement']:.4%}, max |logit diff| "
         f"{par['max_abs_diff']:.2e} on {par['inputs']}",
     )
+    weights = m.weights or {}
     table.add_row(
-        "weights",
-        m["weights"]["path"] if m["weights"]["trained"] else "[bold red]UNTRAINED[/]",
+        "weights", str(weights.get("path")) if weights.get("trained") else "[bold red]UNTRAINED[/]"
     )
     for name, stage in result.stages.items():
         table.add_row(name, _describe(stage))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 from .. import __version__
 from .._io import PathLike, atomic_path, ensure_writable_dir
 from ..errors import ConfigError, ExportError
-from ..manifest import MANIFEST_FORMAT, check_manifest, onnx_metadata_props, write_manifest
+from ..manifest import MANIFEST_FORMAT, Manifest, onnx_metadata_props, write_manifest
 from ..presets import MAX_SIDE, MIN_SIDE, format_resolution, get_preset, parse_resolution
 from .graph import INPUT_NAME, OUTPUT_NAME, WH, _load_model, _normalise_resize, build_onnx
 from .parity import DEFAULT_MAX_ABS_DIFF, DEFAULT_MIN_AGREEMENT, check_parity, parity_frames
@@ -36,7 +36,7 @@ class ExportResult:
 
     path: Path
     manifest_path: Path
-    manifest: Dict[str, Any]
+    manifest: Manifest
     parity: Dict[str, Any]
 
 
@@ -205,7 +205,7 @@ def export_onnx(
         dynamic_record = {k: drange[k] for k in ("min", "opt", "max", "batch")}
         dynamic_record["verified"] = [[w, h] for (w, h) in drange["verify"]]
         dynamic_record["verified_batches"] = sorted(set(batches))
-    manifest: Dict[str, Any] = {
+    doc: Dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "kind": "onnx",
         "precision": "fp32",
@@ -226,6 +226,7 @@ def export_onnx(
         "weights": wrecord,
         "parity": parity,
     }
+    manifest = Manifest.from_dict(doc, out)
     side = _write(proto, out, manifest, the_opset)
     if console:
         console.print(
@@ -248,11 +249,10 @@ def _parity_sizes(
     return sizes, batches
 
 
-def _write(proto: onnx.ModelProto, out: Path, manifest: Dict[str, Any], opset: int) -> Path:
+def _write(proto: onnx.ModelProto, out: Path, manifest: Manifest, opset: int) -> Path:
     """The ONNX file with its embedded manifest, read back, then the sidecar; both or neither."""
     import onnx
 
-    check_manifest(manifest, out)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, onnx_metadata_props(manifest))
     with atomic_path(out) as tmp:
@@ -265,7 +265,7 @@ def _write(proto: onnx.ModelProto, out: Path, manifest: Dict[str, Any], opset: i
         raise
 
 
-def _check_written(path: Path, opset: int, manifest: Dict[str, Any]) -> None:
+def _check_written(path: Path, opset: int, manifest: Manifest) -> None:
     """Read the file back before it replaces anything: opset and embedded manifest as meant."""
     import onnx
 
@@ -274,7 +274,7 @@ def _check_written(path: Path, opset: int, manifest: Dict[str, Any]) -> None:
     if got != opset:
         raise ExportError(f"the written file declares opset {got}, not {opset} (report this bug)")
     props = {p.key: p.value for p in model.metadata_props}
-    if json.loads(props.get("cifrenet_edge", "null")) != manifest:
+    if json.loads(props.get("cifrenet_edge", "null")) != manifest.to_dict():
         raise ExportError("the written file's embedded manifest differs (report this bug)")
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 from .._io import PathLike, atomic_path
 from ..errors import BackendUnavailableError, ConfigError, ExportError
 from ..manifest import (
-    check_manifest,
     onnx_metadata_props,
     read_manifest,
     sidecar_path,
@@ -83,9 +82,7 @@ def _record_in_onnx(path: Path, key: str, value: Any) -> None:
     """Add ``key`` to an ONNX artifact's manifest, in the sidecar and embedded alike."""
     import onnx
 
-    manifest = dict(read_manifest(path))
-    manifest[key] = value
-    check_manifest(manifest, path)
+    manifest = read_manifest(path).with_(**{key: value})
     model = onnx.load(str(path))
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, onnx_metadata_props(manifest))
@@ -285,7 +282,7 @@ def _int8_stage(result: PipelineResult, int8: Int8Options, q_path: Path, quiet: 
     q = _path_of(quant)
     result.artifacts.append(("int8 onnx (Q/DQ)", q))
     try:  # the Q/DQ graph meets the target's parser rules, or is not left behind
-        print_warnings(check_target_ops(q, result.fp32.manifest["target"])["warnings"], quiet)
+        print_warnings(check_target_ops(q, result.fp32.manifest.target)["warnings"], quiet)
     except BaseException:
         for path in (q, sidecar_path(q)):
             Path(path).unlink(missing_ok=True)

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._io import PathLike, atomic_path
 from ..errors import BackendUnavailableError, ExportError, ModelFileError
+from ..manifest import Manifest
 
 # Ops that stay FP32 (inputs cast up, outputs cast down). onnxconverter-common's defaults
 # already keep Resize, TopK, Range, CumSum, Min/Max and the ML ops in FP32.
@@ -134,7 +135,7 @@ def convert_graph_fp16(
     return converted
 
 
-def _fp16_manifest(src: Path, model: Any) -> dict[str, Any] | None:
+def _fp16_manifest(src: Path, model: Any) -> Manifest | None:
     """The source's manifest re-labelled FP16, or None for an ONNX file without one."""
     import datetime as dt
 
@@ -142,19 +143,16 @@ def _fp16_manifest(src: Path, model: Any) -> dict[str, Any] | None:
     from ..manifest import read_manifest
 
     try:
-        manifest = dict(read_manifest(src))
+        manifest = read_manifest(src)
     except ModelFileError:
         return None
-    manifest.update(
-        {
-            "precision": "fp16",
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "source": {"onnx": str(src), "onnx_sha256": sha256_file(src)},
-            "fp16": {"kept_fp32_ops": sorted(KEEP_FP32_OPS), "io": "float32"},
-        }
+    return manifest.with_(
+        precision="fp16",
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        source={"onnx": str(src), "onnx_sha256": sha256_file(src)},
+        fp16={"kept_fp32_ops": sorted(KEEP_FP32_OPS), "io": "float32"},
+        parity=None,  # measured on the FP32 model, not this one
     )
-    manifest.pop("parity", None)  # measured on the FP32 model, not this one
-    return manifest
 
 
 def convert_fp16_onnx(

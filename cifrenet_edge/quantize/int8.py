@@ -22,7 +22,7 @@ from .._io import atomic_path, sha256_file
 from ..data.calibration import CalibrationData, load_calibration
 from ..errors import CalibrationError, ConfigError, ExportError, ModelFileError, ParityError
 from ..export.targets import TARGETS
-from ..manifest import onnx_metadata_props, read_manifest, write_manifest
+from ..manifest import Manifest, onnx_metadata_props, read_manifest, write_manifest
 from .graph import (
     check_qdq_rules,
     fp16_float_parts,
@@ -68,9 +68,9 @@ def _check_method(method: str) -> str:
     return m
 
 
-def _float_parts(requested: Optional[str], manifest: Dict[str, Any]) -> str:
+def _float_parts(requested: Optional[str], manifest: Manifest) -> str:
     if requested is None:
-        return "fp16" if manifest.get("target") in STRONGLY_TYPED_TARGETS else "fp32"
+        return "fp16" if manifest.target in STRONGLY_TYPED_TARGETS else "fp32"
     fp = str(requested).lower()
     if fp not in FLOAT_PARTS:
         raise ConfigError(f"unknown float_parts {requested!r}: use fp32 or fp16")
@@ -106,22 +106,21 @@ def _check_preprocessing(data: CalibrationData, wh, mean_bgr, scale, what: str) 
         )
 
 
-def _source_manifest(src: Path) -> Dict[str, Any]:
+def _source_manifest(src: Path) -> Manifest:
     if not src.is_file():
         raise ModelFileError(f"FP32 model {src} does not exist: export it first")
     manifest = read_manifest(src)
-    if manifest.get("precision") != "fp32":
+    if manifest.precision != "fp32":
         raise ModelFileError(
-            f"{src} is a {manifest.get('precision')} model: quantize the FP32 export instead"
+            f"{src} is a {manifest.precision} model: quantize the FP32 export instead"
         )
     return manifest
 
 
-def _load_frames(calib, holdout, count, manifest):
+def _load_frames(calib, holdout, count, manifest: Manifest):
     """(calibration frames, held-out frames, how the held-out set was made)."""
-    res = manifest.get("resolution") or (manifest.get("dynamic") or {}).get("opt")
-    wh = (int(res[0]), int(res[1]))
-    mean, scale = manifest["mean_bgr"], manifest["scale"]
+    wh = manifest.nominal_wh
+    mean, scale = list(manifest.mean_bgr), manifest.scale
     if isinstance(calib, CalibrationData):
         data = calib
         _check_preprocessing(data, wh, mean, scale, "calibration")
@@ -151,15 +150,15 @@ def _load_frames(calib, holdout, count, manifest):
     return data, held, "separate holdout source"
 
 
-def _build_graph(src: Path, raw: Path, cal, manifest, method, kf, float_parts):
+def _build_graph(src: Path, raw: Path, cal, manifest: Manifest, method, kf, float_parts):
     """Quantize, apply the float-parts precision and check the rules; returns (model, recipe)."""
     import onnx
 
     rec = quantize_to(
         src,
         raw,
-        model_batches(cal.batches, manifest),
-        manifest.get("input_name", "input"),
+        model_batches(cal.batches, manifest.call_batch),
+        manifest.input_name,
         method,
         kf,
     )
@@ -191,20 +190,16 @@ def _cpu_variants(qmodel) -> Tuple[Dict[str, bytes], Dict[str, int]]:
     return {"u8_inputs": u8.SerializeToString(), "weights_7bit": w7.SerializeToString()}, counts
 
 
-def _int8_manifest(manifest, cal, rec, src, parity) -> Dict[str, Any]:
-    m8 = dict(manifest)
-    m8.update(
-        {
-            "precision": "int8",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "toolkit_version": __version__,
-            "calibration": cal.fingerprint,
-            "quantization": rec,
-            "source": {"onnx": str(src), "onnx_sha256": sha256_file(src)},
-            "parity": parity,
-        }
+def _int8_manifest(manifest: Manifest, cal, rec, src, parity) -> Manifest:
+    return manifest.with_(
+        precision="int8",
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        toolkit_version=__version__,
+        calibration=cal.fingerprint,
+        quantization=rec,
+        source={"onnx": str(src), "onnx_sha256": sha256_file(src)},
+        parity=parity,
     )
-    return m8
 
 
 def _report_this_cpu(cpu: Dict[str, Any]) -> None:
@@ -253,7 +248,7 @@ def quantize_onnx(
     src = Path(fp32_path).expanduser()
     manifest = _source_manifest(src)
     fp = _float_parts(float_parts, manifest)
-    input_name = manifest.get("input_name", "input")
+    input_name = manifest.input_name
     cal, held, holdout_kind = _load_frames(calib, holdout, count, manifest)
     out = Path(output).expanduser() if output else default_int8_path(src)
     if out.resolve() == src.resolve():
@@ -262,17 +257,17 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory(prefix="cifrenet_int8_") as tmp:
         raw = Path(tmp) / "int8.onnx"
         qmodel, rec = _build_graph(src, raw, cal, manifest, method, kf, fp)
-        inputs = model_batches(held.batches, manifest)
+        inputs = model_batches(held.batches, manifest.call_batch)
         ref = fp32_logits(src, inputs, input_name)
         variants, u8_counts = _cpu_variants(qmodel)
         parity = verify_int8(
             src,
             raw,
             held,
-            manifest["classes"],
+            manifest.classes,
             input_name,
             g,
-            manifest=manifest,
+            batch=manifest.call_batch,
             variants=variants,
             ref=ref,
         )
@@ -287,7 +282,7 @@ def quantize_onnx(
                 "more layers float"
             )
         m8 = _int8_manifest(manifest, cal, rec, src, parity)
-        parity["this_cpu"] = this_cpu_int8(raw, m8, inputs, ref, manifest["classes"], g)
+        parity["this_cpu"] = this_cpu_int8(raw, m8, inputs, ref, manifest.classes, g)
         if not quiet:
             _report_this_cpu(parity["this_cpu"])
         del qmodel.metadata_props[:]

@@ -102,11 +102,11 @@ class Grouped(Sequence[np.ndarray]):
         return np.concatenate([self.batches[j] for j in idx])
 
 
-def model_batches(batches: Sequence[np.ndarray], manifest: Dict[str, Any]):
-    """The inputs as the model takes them: 1xCxHxW, or stacked for a static batch > 1."""
-    b = manifest.get("batch")
-    if manifest.get("dynamic") is None and isinstance(b, int) and b > 1:
-        return Grouped(batches, b)
+def model_batches(batches: Sequence[np.ndarray], batch: int = 1):
+    """The inputs as the model takes them: 1xCxHxW, or stacked for a static batch > 1
+    (``batch``: the manifest's ``call_batch``)."""
+    if batch > 1:
+        return Grouped(batches, batch)
     return batches
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..data.calibration import CalibrationData
 from ..errors import ConfigError, ExportError, first_line
+from ..manifest import Manifest
 from .ort_quantizer import model_batches, ort
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def verify_int8(
     classes: Sequence[str],
     input_name: str = "input",
     gates: Optional[Dict[str, float]] = None,
-    manifest: Optional[Dict[str, Any]] = None,
+    batch: int = 1,
     variants: Optional[Dict[str, bytes]] = None,
     ref: Optional[List[np.ndarray]] = None,
 ) -> Dict[str, Any]:
@@ -162,11 +163,12 @@ def verify_int8(
     ``variants``: name -> serialized ONNX of a derived model (the 7-bit CPU variant), each
     judged against the same FP32 logits; they never fail the export, they are recorded so
     the runtime knows whether it may run them. ``ref``: the FP32 logits on the held-out
-    frames when the caller already has them (``fp32_logits``).
+    frames when the caller already has them (``fp32_logits``). ``batch``: the model's
+    fixed batch (``Manifest.call_batch``), which the held-out frames are stacked to.
     """
     g = check_gates(gates)
     t0 = time.perf_counter()
-    inputs = model_batches(holdout.batches, manifest or {})
+    inputs = model_batches(holdout.batches, batch)
     if ref is None:
         ref = fp32_logits(fp32_path, inputs, input_name)
     got = _run(session(Path(int8_path), float_qdq=True), inputs, input_name)
@@ -194,7 +196,7 @@ def verify_int8(
 
 def this_cpu_int8(
     int8_path: Path,
-    manifest: Dict[str, Any],
+    manifest: Manifest,
     inputs: Sequence[np.ndarray],
     ref: Sequence[np.ndarray],
     classes: Sequence[str],

@@ -50,9 +50,11 @@ numpy + standard library, Python 3.8 syntax (the runtime imports it on robots).
 import functools
 import os
 import platform
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..manifest import Manifest, ManifestLike
 
 FORCE_ENV = "CIFRENET_EDGE_INT8_DOT"
 ONEDNN_CAP_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
@@ -276,16 +278,6 @@ class CpuInt8Plan(NamedTuple):
     variant: str = "file"  # "file", or the manifest's parity.variants name it runs
 
 
-def variant_record(manifest: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:
-    """The export's verification of CPU variant ``name``, if it ran."""
-    return ((manifest.get("parity") or {}).get("variants") or {}).get(name)
-
-
-def seven_bit_record(manifest: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The export's verification of the all-7-bit variant, if it ran."""
-    return variant_record(manifest, "weights_7bit")
-
-
 _VARIANT_WORDS = {
     "u8_inputs": "u8 inputs with 8-bit weights where the input is never negative, "
     "pair-bounded (about 7.5-bit) weights elsewhere, the first conv in float",
@@ -293,9 +285,9 @@ _VARIANT_WORDS = {
 }
 
 
-def fp32_hint(path: str, manifest: Dict[str, Any]) -> str:
+def fp32_hint(path: str, manifest: Manifest) -> str:
     """'open <the FP32 file> instead' with the file this INT8 model was quantized from."""
-    src = (manifest.get("source") or {}).get("onnx")
+    src = manifest.source_onnx
     if src:
         near = os.path.join(os.path.dirname(str(path)), os.path.basename(str(src)))
         return f"open the FP32 model {near if os.path.exists(near) else src} instead"
@@ -304,7 +296,7 @@ def fp32_hint(path: str, manifest: Dict[str, Any]) -> str:
 
 def plan_cpu_int8(
     path: str,
-    manifest: Dict[str, Any],
+    manifest: ManifestLike,
     support: Int8Support,
     openvino: bool,
     onnxruntime: bool,
@@ -317,6 +309,7 @@ def plan_cpu_int8(
     when the export verified them (x86 only: oneDNN's AVX2 kernels are the saturating
     ones), else a refusal naming the FP32 file. Never a silently saturated class map.
     """
+    manifest = Manifest.from_dict(manifest, path)  # a Manifest as it is; a dict checked
     x86 = support.arch == "x86_64"
     if support.dot_product:
         if backend in (None, "openvino") and openvino and x86:
@@ -335,7 +328,7 @@ def plan_cpu_int8(
                 "openvino", 8, f"INT8 Q/DQ on a CPU with an int8 dot product ({support.reason})"
             )
         return CpuInt8Plan(None, 8, "no INT8 CPU backend is installed: pip install openvino")
-    recs = [(n, variant_record(manifest, n)) for n in NO_DOT_VARIANTS]
+    recs = [(n, manifest.variant(n)) for n in NO_DOT_VARIANTS]
     passed = [(n, r) for n, r in recs if r and r.get("passed")]
     if backend in (None, "openvino") and openvino and x86 and passed:
         name, rec = passed[0]

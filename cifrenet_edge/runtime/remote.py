@@ -59,7 +59,7 @@ from ..errors import (
     ModelFileError,
     first_line,
 )
-from ..manifest import check_manifest, model_input_wh
+from ..manifest import Manifest
 from .backends.base import Backend
 
 # -- the wire protocol (shared with cifrenet_edge/serve/server.py) ----------------------------
@@ -372,7 +372,7 @@ class TritonFramesBackend(Backend):
     def __init__(
         self,
         connection: _Connection,
-        manifest: Dict[str, Any],
+        manifest: Manifest,
         runtime: Dict[str, Any],
         max_batch: int,
     ) -> None:
@@ -381,7 +381,7 @@ class TritonFramesBackend(Backend):
             connection.address.url,
             manifest,
             (max(int(max_batch), 1), 3, int(wh[1]), int(wh[0])),
-            precision=str(runtime.get("precision") or manifest.get("precision", "fp32")),
+            precision=str(runtime.get("precision") or manifest.precision),
         )
         self.connection = connection
         self.runtime = runtime
@@ -480,10 +480,10 @@ class TritonTensorBackend(Backend):
 
     name = "triton"
 
-    def __init__(self, connection: _Connection, manifest: Dict[str, Any], config: Dict[str, Any]):
+    def __init__(self, connection: _Connection, manifest: Manifest, config: Dict[str, Any]):
         self.connection = connection
-        self.input_name = str(manifest["input_name"])
-        self.output_name = str(manifest["output_name"])
+        self.input_name = manifest.input_name
+        self.output_name = manifest.output_name
         spec = next(i for i in config.get("input", []) if i.get("name") == self.input_name)
         dims = [int(d) for d in spec.get("dims", [])]
         top = int(config.get("max_batch_size") or 0)
@@ -497,7 +497,7 @@ class TritonTensorBackend(Backend):
                 f"{dims} with max_batch_size {top}: expected [3, H, W] (or [N, 3, H, W] with "
                 "max_batch_size 0); write the repository with `export --format triton`"
             )
-        wh = model_input_wh(manifest) if min(h, w) < 1 else (w, h)
+        wh = manifest.input_wh() if min(h, w) < 1 else (w, h)
         super().__init__(connection.address.url, manifest, (lead, 3, wh[1], wh[0]))
         self.device = "server"
         self.dynamic_batch = top > 0
@@ -544,8 +544,7 @@ def _read_parameters(address: TritonAddress, config: Dict[str, Any]) -> Any:
             f"Triton model {address.url} has an unreadable manifest parameter ({exc}): "
             "serve it again with this version of cifrenet-edge"
         ) from None
-    check_manifest(manifest, address.url)
-    return manifest, runtime
+    return Manifest.from_dict(manifest, address.url), runtime
 
 
 def _wait_for_config(connection: _Connection) -> Dict[str, Any]:
@@ -582,7 +581,7 @@ def _open_timed_out(connection: _Connection, exc: BackendUnavailableError, state
     )
 
 
-def connect(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> Tuple[Backend, Dict[str, Any], str]:
+def connect(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> Tuple[Backend, Manifest, str]:
     """Connect to a Triton model and read its manifest: (backend, manifest, reason). A
     ``cifrenet-edge serve`` model (uint8 frames) gets ``TritonFramesBackend``, a repository
     written by ``export --format triton`` (the network's own tensors) ``TritonTensorBackend``;
@@ -597,12 +596,12 @@ def connect(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> Tuple[Backend, Dict
             backend = TritonFramesBackend(
                 connection, manifest, runtime, int(config.get("max_batch_size") or 1)
             )  # type: Backend
-        elif manifest["input_name"] in inputs:
+        elif manifest.input_name in inputs:
             backend = TritonTensorBackend(connection, manifest, config)
         else:
             raise ModelFileError(
                 f"Triton model {address.url} takes {inputs}: neither uint8 frames nor its "
-                f"manifest's input {manifest['input_name']!r}"
+                f"manifest's input {manifest.input_name!r}"
             )
     except BaseException:
         connection.close()

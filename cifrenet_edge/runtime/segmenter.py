@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import (
     Any,
-    Dict,
     List,
     Literal,
     NamedTuple,
@@ -35,14 +34,14 @@ import cv2
 import numpy as np
 
 from ..errors import BackendUnavailableError, ClosedError, ConfigError, FrameError, ModelFileError
-from ..manifest import Resolution, call_batch, model_input_wh, read_manifest, sidecar_path
+from ..manifest import Manifest, Resolution, read_manifest, sidecar_path
 from ..preprocess import check_frame, normalize_into, resize_bgr
 from .backends import TORCH_SUFFIXES, Backend, choose_backend, is_remote, load_backend
 from .backends.base import parse_device
 from .postprocess import argmax_classes, palette_lut, resize_logits, resize_mask, softmax_
 
 
-def open_manifest(path: Path) -> Dict[str, Any]:
+def open_manifest(path: Path) -> Manifest:
     """The manifest of any model file; checkpoints without a sidecar derive one."""
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist: check the path")
@@ -149,7 +148,7 @@ class Segmenter:
     def __init__(
         self,
         backend: Backend,
-        manifest: Dict[str, Any],
+        manifest: Manifest,
         wh: Tuple[int, int],
         path: str,
         reason: str,
@@ -160,10 +159,10 @@ class Segmenter:
         self.path = path
         #: why this backend was chosen (one line, printed by the CLI)
         self.reason = reason
-        self._mean = [float(v) for v in manifest["mean_bgr"]]
-        self._scale = float(manifest["scale"])
-        self._num_classes = int(manifest["num_classes"])
-        self._lut = palette_lut(manifest["palette_rgb"])
+        self._mean = list(manifest.mean_bgr)
+        self._scale = manifest.scale
+        self._num_classes = manifest.num_classes
+        self._lut = palette_lut(manifest.palette_rgb)
         self._local = threading.local()
         self._fast = getattr(backend, "predict_frame", None)
         self._closed = False
@@ -203,11 +202,11 @@ class Segmenter:
             raise ConfigError("timeout= applies to Triton URLs (grpc://, http://), not to files")
         path = Path(path).expanduser()
         manifest = open_manifest(path)  # validated where it is read (or derived)
-        wh = model_input_wh(manifest, resolution)
+        wh = manifest.input_wh(resolution)
         name, reason = choose_backend(str(path), manifest, device, backend)
         if name == "onnxruntime" and parse_device(device)[0] in ("cuda", "tensorrt"):
             _check_ort_gpu()
-        batch = call_batch(manifest)
+        batch = manifest.call_batch
         impl = load_backend(
             name,
             str(path),
@@ -244,12 +243,12 @@ class Segmenter:
 
     # -- properties -----------------------------------------------------------------------
     @property
-    def manifest(self) -> Dict[str, Any]:
+    def manifest(self) -> Manifest:
         return self._manifest
 
     @property
     def classes(self) -> List[str]:
-        return list(self._manifest["classes"])
+        return list(self._manifest.classes)
 
     @property
     def num_classes(self) -> int:

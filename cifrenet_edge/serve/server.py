@@ -251,7 +251,7 @@ def _runtime_parameters(seg: Any, options: ServeOptions) -> Dict[str, str]:
         "model": os.path.abspath(seg.path),
     }
     return {
-        MANIFEST_PARAMETER: json.dumps(seg.manifest, sort_keys=True),
+        MANIFEST_PARAMETER: json.dumps(seg.manifest.to_dict(), sort_keys=True),
         RUNTIME_PARAMETER: json.dumps(runtime, sort_keys=True),
     }
 

@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .._io import PathLike, make_dir
 from ..errors import ConfigError, ModelFileError
-from ..manifest import call_batch, read_manifest
+from ..manifest import Manifest, read_manifest
 from ..runtime.backends import ENGINE_SUFFIXES as PLAN_FILES
 from ..runtime.backends import ONNX_SUFFIXES as ONNX_FILES
 from ..runtime.remote import MANIFEST_PARAMETER, valid_model_name
@@ -143,19 +143,19 @@ def _choose(path: Path, options: TritonOptions) -> Dict[str, str]:
     return {"backend": backend, "line": line, "file": filename, "kind": KINDS[kind]}
 
 
-def _batching(manifest: Dict[str, Any], options: TritonOptions) -> Dict[str, Any]:
+def _batching(manifest: Manifest, options: TritonOptions) -> Dict[str, Any]:
     """max_batch_size, per-request dims, preferred sizes (None: no dynamic batching)."""
-    dynamic = manifest.get("dynamic")
+    dynamic = manifest.dynamic
     if not dynamic:
-        batch = call_batch(manifest)
+        batch = manifest.call_batch
         if options.max_batch not in (None, 0) or options.preferred_batch:
             raise ConfigError(
                 f"this model has a fixed batch of {batch}: Triton batches only models whose "
                 "batch dimension is dynamic; export with --dynamic, or drop the batch options"
             )
-        w, h = (int(v) for v in manifest["resolution"])
+        w, h = manifest.nominal_wh
         return {"max": 0, "hw": [h, w], "lead": [batch], "preferred": None}
-    lo, opt, hi = (int(v) for v in dynamic.get("batch") or (1, 1, 8))
+    lo, opt, hi = dynamic.batch or (1, 1, 8)
     top = hi if options.max_batch is None else int(options.max_batch)
     if not 1 <= top <= hi:
         raise ConfigError(
@@ -168,15 +168,15 @@ def _batching(manifest: Dict[str, Any], options: TritonOptions) -> Dict[str, Any
         bad = [v for v in preferred if not 1 <= v <= top]
         if bad:
             raise ConfigError(f"preferred batch sizes {bad} are outside 1..{top}")
-    same = dynamic["min"] == dynamic["max"]
-    hw = [int(dynamic["min"][1]), int(dynamic["min"][0])] if same else [-1, -1]
+    same = dynamic.min == dynamic.max
+    hw = [dynamic.min[1], dynamic.min[0]] if same else [-1, -1]
     return {"max": top, "hw": hw, "lead": [], "preferred": preferred}
 
 
-def config_text(manifest: Dict[str, Any], options: TritonOptions, choice: Dict[str, str]) -> str:
+def config_text(manifest: Manifest, options: TritonOptions, choice: Dict[str, str]) -> str:
     """``config.pbtxt`` for this model (protobuf text format of Triton's ModelConfig)."""
     b = _batching(manifest, options)
-    classes = int(manifest["num_classes"])
+    classes = manifest.num_classes
     lines = [
         f"name: {_quote(options.name)}",
         choice["line"],
@@ -184,14 +184,14 @@ def config_text(manifest: Dict[str, Any], options: TritonOptions, choice: Dict[s
         f"max_batch_size: {b['max']}",
         "input [",
         "  {",
-        f"    name: {_quote(str(manifest['input_name']))}",
+        f"    name: {_quote(manifest.input_name)}",
         "    data_type: TYPE_FP32",
         f"    dims: {_dims([*b['lead'], 3, *b['hw']])}",
         "  }",
         "]",
         "output [",
         "  {",
-        f"    name: {_quote(str(manifest['output_name']))}",
+        f"    name: {_quote(manifest.output_name)}",
         "    data_type: TYPE_FP32",
         f"    dims: {_dims([*b['lead'], classes, *b['hw']])}",
         '    label_filename: "labels.txt"',
@@ -213,8 +213,8 @@ def config_text(manifest: Dict[str, Any], options: TritonOptions, choice: Dict[s
         "  }",
         "]",
     ]
-    params = {MANIFEST_PARAMETER: json.dumps(manifest, sort_keys=True, ensure_ascii=True)}
-    trt = (manifest.get("engine") or {}).get("tensorrt")
+    params = {MANIFEST_PARAMETER: json.dumps(manifest.to_dict(), sort_keys=True, ensure_ascii=True)}
+    trt = manifest.engine_field("tensorrt")
     if trt:
         params[TENSORRT_PARAMETER] = str(trt)
     for key, value in params.items():
@@ -267,8 +267,8 @@ def write_model_repository(
         version.mkdir()
         shutil.copyfile(str(src), str(version / choice["file"]))
         side = version / (choice["file"] + ".json")
-        side.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        names = [str(c).replace("\n", " ") for c in manifest["classes"]]
+        side.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+        names = [c.replace("\n", " ") for c in manifest.classes]
         (tmp / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
         (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
         umask = os.umask(0)
@@ -308,7 +308,7 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         shutil.rmtree(str(old), ignore_errors=True)
 
 
-def _notes(manifest: Dict[str, Any], choice: Dict[str, str], target: Path) -> List[str]:
+def _notes(manifest: Manifest, choice: Dict[str, str], target: Path) -> List[str]:
     """What the user must know to serve it (printed by the CLI)."""
     repo = target.parent.resolve()
     gpus = "--gpus all " if choice["kind"] != "KIND_CPU" else ""
@@ -317,14 +317,14 @@ def _notes(manifest: Dict[str, Any], choice: Dict[str, str], target: Path) -> Li
         f"-v {repo}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
         "tritonserver --model-repository=/models"
     ]
-    trt = (manifest.get("engine") or {}).get("tensorrt")
+    trt = manifest.engine_field("tensorrt")
     if choice["backend"] == "tensorrt":
         notes.append(
             f"this plan was built by TensorRT {trt or '(unknown: no engine record)'}: use the "
             "tritonserver release whose TensorRT is exactly that (README, 'Serving many "
             "robots'), or build the engine in nvcr.io/nvidia/tensorrt:<same yy.mm>-py3"
         )
-    if not manifest.get("dynamic"):
+    if not manifest.dynamic:
         notes.append(
             "fixed-batch model: Triton serves it one request at a time; export with --dynamic "
             "for dynamic batching"

@@ -27,7 +27,7 @@ from ..errors import (
     ModelFileError,
     first_line,
 )
-from ..manifest import model_resolution, read_manifest, write_manifest
+from ..manifest import Manifest, read_manifest, write_manifest
 from . import api, rules
 from .plan import INT8_MODES, PRECISIONS, BuildPlan, plan_build
 from .timing_cache import open_timing_cache as _open_timing_cache
@@ -37,7 +37,7 @@ from .timing_cache import save_timing_cache as _save_timing_cache
 class EngineResult(NamedTuple):
     path: Path
     manifest_path: Path
-    manifest: Dict[str, Any]
+    manifest: Manifest
     build_seconds: float
     warnings: List[str]
 
@@ -207,7 +207,7 @@ def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_file: Path) -> Any:
     return parser
 
 
-def _load_calibration(calib: Any, manifest: Dict[str, Any]) -> Any:
+def _load_calibration(calib: Any, manifest: Manifest) -> Any:
     if calib is None:
         raise CalibrationError(
             "--int8-mode calibrator needs calibration images: pass --calib DIR (100-500 frames "
@@ -217,11 +217,12 @@ def _load_calibration(calib: Any, manifest: Dict[str, Any]) -> Any:
         return calib
     from ..data.calibration import load_calibration
 
-    wh = model_resolution(manifest) or tuple(manifest["dynamic"]["opt"])
-    return load_calibration(calib, wh, mean_bgr=manifest["mean_bgr"], scale=manifest["scale"])
+    return load_calibration(
+        calib, manifest.nominal_wh, mean_bgr=list(manifest.mean_bgr), scale=manifest.scale
+    )
 
 
-def _check_graph(onnx_file: Path, version: str, src: Dict[str, Any]) -> List[str]:
+def _check_graph(onnx_file: Path, version: str, src: Manifest) -> List[str]:
     """The rule table's graph rules on the file TensorRT will parse; returns warnings.
 
     A Jetson often lacks the ``onnx`` package: the rules then ran at export, for the
@@ -231,7 +232,7 @@ def _check_graph(onnx_file: Path, version: str, src: Dict[str, Any]) -> List[str
     try:
         import onnx
     except ImportError:
-        exported = src.get("target")
+        exported = src.target
         if exported and exported != here:
             return [
                 f"{onnx_file.name} was exported and checked for --target {exported}, this is "
@@ -259,17 +260,17 @@ def _configure(trt: Any, caps: api.TrtCaps, config: Any, plan: BuildPlan, mib: A
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
 
 
-def _add_profile(builder: Any, config: Any, src: Dict[str, Any], version: str) -> Any:
+def _add_profile(builder: Any, config: Any, src: Manifest, version: str) -> Any:
     """The dynamic export's one optimisation profile (None for a static model)."""
-    dyn = src.get("dynamic")
+    dyn = src.dynamic
     if not dyn:
         return None
-    in_name = src.get("input_name", "input")
-    b = dyn.get("batch") or [1, 1, 1]
+    in_name = src.input_name
+    b = dyn.batch or (1, 1, 1)
     shapes = {
-        "min": _shape(b[0], dyn["min"]),
-        "opt": _shape(b[1], dyn["opt"]),
-        "max": _shape(b[2], dyn["max"]),
+        "min": _shape(b[0], dyn.min),
+        "opt": _shape(b[1], dyn.opt),
+        "max": _shape(b[2], dyn.max),
     }
     profile = builder.create_optimization_profile()
     try:  # pyCore.cpp: RuntimeError "Shape provided for opt is inconsistent with other shapes."
@@ -321,10 +322,10 @@ def _attach_calibrator(
     data = _load_calibration(calib, src)
     calib_fp = dict(data.fingerprint)
     cache_file = calibration_cache_path(out, calibration_cache_key(calib_fp, onnx_sha, version))
-    dyn, in_name = src.get("dynamic"), src.get("input_name", "input")
+    dyn, in_name = src.dynamic, src.input_name
     # A static batch-N engine reads N frames per calibration batch (dynamic: the
     # calibration profile below is fixed at the frames' own batch of 1).
-    cal_n = 1 if dyn else int(src.get("batch") or 1)
+    cal_n = src.call_batch
     if len(data.batches) < cal_n:
         raise CalibrationError(
             f"{len(data.batches)} calibration images for a batch-{cal_n} engine: pass at "
@@ -418,50 +419,42 @@ def _check_outcome(
         )
 
 
-def _engine_manifest(src: Dict[str, Any], **k: Any) -> Dict[str, Any]:
+def _engine_manifest(src: Manifest, **k: Any) -> Manifest:
     """The engine's sidecar: the ONNX manifest plus what built the engine, and how."""
-    dyn, plan, dev, version = src.get("dynamic"), k["plan"], k["dev"], k["version"]
+    dyn, plan, dev, version = src.dynamic, k["plan"], k["dev"], k["version"]
     precision, profile_shapes = k["precision"], k["profile_shapes"]
-    manifest = dict(src)
-    manifest.update(
-        {
-            "kind": "engine",
+    return src.with_(
+        kind="engine",
+        precision=precision,
+        target=api.target_for_version(version),
+        toolkit_version=TOOLKIT_VERSION,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        source={"onnx": str(k["onnx_file"]), "onnx_sha256": k["onnx_sha"]},
+        calibration=k["calib_fp"],
+        engine={
+            "tensorrt": version,
+            "cuda_runtime": dev.get("cuda_runtime"),
+            "cuda_driver": dev.get("cuda_driver"),
+            "cuda_library": dev.get("cuda_library"),
+            "gpu": dev.get("name"),
+            "compute_capability": dev["compute_capability"],
             "precision": precision,
-            "target": api.target_for_version(version),
-            "toolkit_version": TOOLKIT_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "source": {"onnx": str(k["onnx_file"]), "onnx_sha256": k["onnx_sha"]},
-            "calibration": k["calib_fp"],
-            "engine": {
-                "tensorrt": version,
-                "cuda_runtime": dev.get("cuda_runtime"),
-                "cuda_driver": dev.get("cuda_driver"),
-                "cuda_library": dev.get("cuda_library"),
-                "gpu": dev.get("name"),
-                "compute_capability": dev["compute_capability"],
-                "precision": precision,
-                "int8_mode": (k["int8_mode"] or "qdq") if precision == "int8" else None,
-                "network_flags": list(plan.network_flags),
-                "builder_flags": list(plan.builder_flags),
-                "strongly_typed": plan.strongly_typed,
-                "onnx_variant": plan.onnx_variant,
-                "workspace_mib": k["workspace_mib"],
-                "dla_core": k["dla_core"],
-                "dla": k["dla_report"],
-                "input_shape": None
-                if dyn
-                else list(_shape(src.get("batch", 1), src["resolution"])),
-                "profile": {n: list(v) for n, v in profile_shapes.items()}
-                if profile_shapes
-                else None,
-                "onnx_sha256": k["onnx_sha"],
-                "timing_cache": str(k["timing_cache"]),
-                "build_seconds": round(k["seconds"], 1),
-                "warnings": k["warnings"],
-            },
-        }
+            "int8_mode": (k["int8_mode"] or "qdq") if precision == "int8" else None,
+            "network_flags": list(plan.network_flags),
+            "builder_flags": list(plan.builder_flags),
+            "strongly_typed": plan.strongly_typed,
+            "onnx_variant": plan.onnx_variant,
+            "workspace_mib": k["workspace_mib"],
+            "dla_core": k["dla_core"],
+            "dla": k["dla_report"],
+            "input_shape": None if dyn else list(_shape(src.call_batch, src.nominal_wh)),
+            "profile": {n: list(v) for n, v in profile_shapes.items()} if profile_shapes else None,
+            "onnx_sha256": k["onnx_sha"],
+            "timing_cache": str(k["timing_cache"]),
+            "build_seconds": round(k["seconds"], 1),
+            "warnings": k["warnings"],
+        },
     )
-    return manifest
 
 
 def build_engine(
@@ -489,8 +482,8 @@ def build_engine(
     if not onnx_file.is_file():
         raise ModelFileError(f"ONNX file {onnx_file} does not exist: export it first")
     src = read_manifest(onnx_file)
-    if src.get("kind") not in (None, "onnx"):
-        raise ModelFileError(f"{onnx_file} is a {src.get('kind')} artifact, not an ONNX export")
+    if src.kind != "onnx":
+        raise ModelFileError(f"{onnx_file} is a {src.kind} artifact, not an ONNX export")
     out = Path(output) if output else default_engine_path(onnx_file, precision)
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
@@ -511,10 +504,10 @@ def build_engine(
         caps,
         precision,
         int8_mode,
-        str(src.get("precision", "fp32")),
+        src.precision,
         cc,
         dla_core,
-        dynamic=bool(src.get("dynamic")),
+        dynamic=src.dynamic is not None,
         dla_cores=dla_cores,
         gpu=dev.get("name"),
     )
@@ -536,7 +529,7 @@ def build_engine(
     network = builder.create_network(net_flags)
     config = builder.create_builder_config()
     onnx_sha = sha256_file(onnx_file)
-    calib_fp = src.get("calibration")
+    calib_fp = src.calibration
 
     with tempfile.TemporaryDirectory(prefix="cifrenet-trt-") as tmp:
         parse_file = onnx_file

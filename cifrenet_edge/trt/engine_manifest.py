@@ -16,6 +16,7 @@ import shlex
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import EngineMismatchError, ModelFileError
+from ..manifest import Manifest, ManifestLike
 from .api import parse_version, target_for_version
 
 
@@ -33,39 +34,35 @@ def _trt_build(text: Any) -> Optional[int]:
 
 
 def rebuild_command(
-    manifest: Dict[str, Any], engine_path: Any, facts: Optional[Dict[str, Any]] = None
+    manifest: ManifestLike, engine_path: Any, facts: Optional[Dict[str, Any]] = None
 ) -> str:
     """The `cifrenet-edge export` command that rebuilds this engine on the running machine.
 
     ``--target`` follows the TensorRT running here (``facts``), not the one that built it.
     """
-    eng = manifest.get("engine") or {}
-    weights = (manifest.get("weights") or {}).get("path")
+    manifest = Manifest.from_dict(manifest, engine_path)
+    eng = manifest.engine or {}
+    weights = manifest.weights_path
     parts = ["cifrenet-edge", "export"]
-    if manifest.get("preset"):
-        parts += ["--preset", str(manifest["preset"])]
+    if manifest.preset:
+        parts += ["--preset", manifest.preset]
     if weights:
         parts += ["--weights", str(weights)]
-    dyn = manifest.get("dynamic")
-    res = manifest.get("resolution")
+    dyn = manifest.dynamic
+    res = manifest.resolution
     if dyn:
-        parts += ["--res", "{}x{}".format(*dyn["opt"]), "--dynamic"]
-        parts += [
-            "--min-res",
-            "{}x{}".format(*dyn["min"]),
-            "--max-res",
-            "{}x{}".format(*dyn["max"]),
-        ]
+        parts += ["--res", "{}x{}".format(*dyn.opt), "--dynamic"]
+        parts += ["--min-res", "{}x{}".format(*dyn.min), "--max-res", "{}x{}".format(*dyn.max)]
     elif res:
         parts += ["--res", f"{res[0]}x{res[1]}"]
     here = (facts or {}).get("tensorrt")
-    target = target_for_version(str(here)) if here else manifest.get("target")
+    target = target_for_version(str(here)) if here else manifest.target
     if target:
         parts += ["--target", str(target)]
-    precision = str(manifest.get("precision", "fp32"))
+    precision = manifest.precision
     parts += ["--precision", precision]
     if precision == "int8":
-        calib = manifest.get("calibration") or {}
+        calib = manifest.calibration or {}
         calib_path = calib.get("path") or calib.get("source")
         parts += ["--calib", str(calib_path) if calib_path else "CALIB_DIR"]
         if eng.get("int8_mode") == "calibrator":
@@ -76,7 +73,7 @@ def rebuild_command(
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def compare_engine(manifest: Dict[str, Any], facts: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+def compare_engine(manifest: ManifestLike, facts: Dict[str, Any]) -> Tuple[List[str], List[str]]:
     """(blocking mismatches, warnings) between an engine's manifest and the running machine.
 
     ``facts``: {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7",
@@ -93,14 +90,13 @@ def compare_engine(manifest: Dict[str, Any], facts: Dict[str, Any]) -> Tuple[Lis
     """
     errors = []  # type: List[str]
     warnings = []  # type: List[str]
-    if manifest.get("kind") != "engine" or not isinstance(manifest.get("engine"), dict):
+    manifest = Manifest.from_dict(manifest)
+    eng = manifest.engine
+    if manifest.kind != "engine" or not isinstance(eng, dict):
         errors.append(
-            "manifest is not an engine manifest (kind {!r}, no 'engine' section)".format(
-                manifest.get("kind")
-            )
+            f"manifest is not an engine manifest (kind {manifest.kind!r}, no 'engine' section)"
         )
         return errors, warnings
-    eng = manifest["engine"]
     built_trt, run_trt = eng.get("tensorrt"), facts.get("tensorrt")
     bt, rt = _trt_triplet(built_trt), _trt_triplet(run_trt)
     if bt is None:
@@ -138,23 +134,24 @@ def compare_engine(manifest: Dict[str, Any], facts: Dict[str, Any]) -> Tuple[Lis
     return errors, warnings
 
 
-def _onnx_alternative(manifest: Dict[str, Any], engine_path: Any) -> str:
+def _onnx_alternative(manifest: Manifest, engine_path: Any) -> str:
     """The PyTorch-free rebuild from the source ONNX, for devices without PyTorch."""
-    onnx = (manifest.get("source") or {}).get("onnx")
+    onnx = manifest.source_onnx
     if not onnx:
         return ""
     parts = ["python3", "-m", "cifrenet_edge.trt.build", str(onnx)]
-    parts += ["--precision", str(manifest.get("precision", "fp32")), "--output", str(engine_path)]
-    if (manifest.get("engine") or {}).get("int8_mode") == "calibrator":
-        calib = (manifest.get("calibration") or {}).get("source") or "CALIB_DIR"
+    parts += ["--precision", manifest.precision, "--output", str(engine_path)]
+    if manifest.engine_field("int8_mode") == "calibrator":
+        calib = (manifest.calibration or {}).get("source") or "CALIB_DIR"
         parts += ["--int8-mode", "calibrator", "--calib", str(calib)]
     return " (or, from its ONNX without PyTorch: {})".format(
         " ".join(shlex.quote(p) for p in parts)
     )
 
 
-def check_engine(manifest: Dict[str, Any], facts: Dict[str, Any], engine_path: Any) -> List[str]:
+def check_engine(manifest: ManifestLike, facts: Dict[str, Any], engine_path: Any) -> List[str]:
     """Raise EngineMismatchError (one line: both sides + rebuild command); return warnings."""
+    manifest = Manifest.from_dict(manifest, engine_path)
     errors, warnings = compare_engine(manifest, facts)
     if errors:
         raise EngineMismatchError(
@@ -180,7 +177,7 @@ def runtime_facts(trt: Any, cuda_info: Dict[str, Any], dla_cores: int = 0) -> Di
     }
 
 
-def require_engine_manifest(manifest: Optional[Dict[str, Any]], engine_path: Any) -> Dict[str, Any]:
+def require_engine_manifest(manifest: Optional[ManifestLike], engine_path: Any) -> Manifest:
     """An engine without its sidecar cannot be checked: refuse it with the fix."""
     if not manifest:
         raise ModelFileError(
@@ -188,4 +185,4 @@ def require_engine_manifest(manifest: Optional[Dict[str, Any]], engine_path: Any
             "TensorRT version and GPU, so keep the sidecar next to it or rebuild with "
             "`cifrenet-edge export --format engine`"
         )
-    return manifest
+    return Manifest.from_dict(manifest, engine_path)

@@ -26,9 +26,10 @@ libraries' int8 kernels saturate 16-bit pair sums (``cpu_int8``'s docstring).
 
 import importlib
 import importlib.util
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Optional, Tuple, Type
 
 from ...errors import BackendUnavailableError, ConfigError
+from ...manifest import Manifest, ManifestLike
 from ..cpu_int8 import int8_support, plan_cpu_int8
 from .base import Backend, parse_device
 
@@ -87,11 +88,11 @@ def _ort_has_cuda() -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
-def cpu_int8_plan(path: str, manifest: Dict[str, Any], backend: Optional[str] = None):
+def cpu_int8_plan(path: str, manifest: ManifestLike, backend: Optional[str] = None):
     """How this CPU runs an INT8 model (``cpu_int8.plan_cpu_int8`` with this machine's facts)."""
     return plan_cpu_int8(
         path,
-        manifest,
+        Manifest.from_dict(manifest, path),
         int8_support(),
         installed("openvino"),
         installed("onnxruntime"),
@@ -112,7 +113,7 @@ def _requested(name: str, suffix: str, allowed: Tuple[str, ...]) -> str:
 
 
 def choose_backend(
-    path: str, manifest: Dict[str, Any], device: str = "auto", backend: Optional[str] = None
+    path: str, manifest: ManifestLike, device: str = "auto", backend: Optional[str] = None
 ) -> Tuple[str, str]:
     """The backend name for this file and the reason, one line (shown by the CLI)."""
     suffix = "." + str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else ""
@@ -123,7 +124,8 @@ def choose_backend(
             ".engine/.plan (TensorRT) or .pt/.pth/.safetensors (PyTorch)"
         )
     kind, _ = parse_device(device)
-    precision = str(manifest.get("precision", "fp32"))
+    manifest = Manifest.from_dict(manifest, path)
+    precision = manifest.precision
     on_cpu = kind == "cpu" or (kind == "auto" and not _ort_has_cuda())
     if backend is not None:
         name = _requested(backend, suffix, allowed)
@@ -180,7 +182,7 @@ def backend_class(name: str) -> Type[Backend]:
 def load_backend(
     name: str,
     path: str,
-    manifest: Dict[str, Any],
+    manifest: ManifestLike,
     input_shape: Tuple[int, int, int, int],
     device: str = "auto",
     precision: Optional[str] = None,

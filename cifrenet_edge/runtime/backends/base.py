@@ -36,6 +36,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from ...errors import ClosedError
+from ...manifest import Manifest, ManifestLike
 
 Shape = Tuple[int, int, int, int]
 
@@ -53,20 +54,20 @@ class Backend:
     def __init__(
         self,
         path: str,
-        manifest: Dict[str, Any],
+        manifest: ManifestLike,
         input_shape: Shape,
         device: str = "auto",
         precision: Optional[str] = None,
         threads: Optional[int] = None,
     ) -> None:
         self.path = str(path)
-        self.manifest = manifest
+        self.manifest = Manifest.from_dict(manifest, path)  # a dict is checked and typed
         self.input_shape = tuple(int(v) for v in input_shape)  # type: Tuple[int, ...]
         self.requested_device = device
         #: resolved device, e.g. "cpu", "cuda:0" (set by the subclass once it knows)
         self.device = "cpu"
         #: precision the computation really runs in ("fp32", "fp16", "int8")
-        self.precision = precision or str(manifest.get("precision", "fp32"))
+        self.precision = precision or self.manifest.precision
         self.threads = threads
         #: largest batch one ``infer`` call accepts (the Segmenter chunks bigger batches)
         self.max_batch = int(self.input_shape[0])
@@ -143,7 +144,7 @@ def parse_device(device: Optional[str]) -> Tuple[str, int]:
     return kind, int(index or 0)
 
 
-def fixed_precision(backend: str, requested: Optional[str], manifest: Dict[str, Any]) -> str:
+def fixed_precision(backend: str, requested: Optional[str], manifest: Manifest) -> str:
     """The file's precision; a request for another one is an error naming the fix.
 
     ONNX and engine files carry their precision in their weights (Q/DQ nodes, FP16 tensors,
@@ -152,7 +153,7 @@ def fixed_precision(backend: str, requested: Optional[str], manifest: Dict[str, 
     """
     from ...errors import ConfigError
 
-    have = str(manifest.get("precision", "fp32"))
+    have = manifest.precision
     if requested is None or requested.lower() == have:
         return have
     raise ConfigError(

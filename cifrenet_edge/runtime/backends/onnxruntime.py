@@ -33,6 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ...errors import BackendUnavailableError, ConfigError, ModelFileError, first_line
+from ...manifest import Manifest, ManifestLike
 from .base import Backend, Shape, fixed_precision, parse_device
 
 TRT_PROVIDER_HINT = (
@@ -56,16 +57,17 @@ class OnnxRuntimeBackend(Backend):
     def __init__(
         self,
         path: str,
-        manifest: Dict[str, Any],
+        manifest: ManifestLike,
         input_shape: Shape,
         device: str = "auto",
         precision: Optional[str] = None,
         threads: Optional[int] = None,
     ) -> None:
         super().__init__(path, manifest, input_shape, device, precision, threads)
+        manifest = self.manifest  # typed and checked
         kind, index = parse_device(device)
         trt_fp16 = False
-        if kind == "tensorrt" and precision == "fp16" and manifest.get("precision") == "fp32":
+        if kind == "tensorrt" and precision == "fp16" and manifest.precision == "fp32":
             trt_fp16 = True  # the TensorRT provider can lower an FP32 graph itself
             self.precision = "fp16"
         else:
@@ -132,11 +134,11 @@ class OnnxRuntimeBackend(Backend):
             return [cuda, "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
 
-    def _check_io(self, manifest: Dict[str, Any]) -> Tuple[str, str]:
+    def _check_io(self, manifest: Manifest) -> Tuple[str, str]:
         """The graph must be what the manifest says; anything else is a mislabelled file."""
         inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
-        want_in, want_out = manifest["input_name"], manifest["output_name"]
+        want_in, want_out = manifest.input_name, manifest.output_name
         names_in = [i.name for i in inputs]
         names_out = [o.name for o in outputs]
         if want_in not in names_in or want_out not in names_out:
@@ -160,15 +162,15 @@ class OnnxRuntimeBackend(Backend):
             )
         out_shape = outputs[names_out.index(want_out)].shape
         classes = out_shape[1] if len(out_shape) == 4 else None
-        if isinstance(classes, int) and classes != int(manifest["num_classes"]):
+        if isinstance(classes, int) and classes != manifest.num_classes:
             raise ModelFileError(
                 f"{self.path}: the graph outputs {classes} classes but its manifest lists "
-                f"{manifest['num_classes']}: re-export the model"
+                f"{manifest.num_classes}: re-export the model"
             )
         if n is None:
             self.dynamic_batch = True
-            batch = (manifest.get("dynamic") or {}).get("batch") or [1, 1, 8]
-            self.max_batch = max(int(batch[-1]), 1)
+            dyn = manifest.dynamic
+            self.max_batch = max(int((dyn and dyn.max_batch) or 8), 1)
         else:
             if n != want_n:
                 raise ConfigError(f"{self.path} has a fixed batch of {n}, not {want_n}")
@@ -228,7 +230,7 @@ def trt_cache_dir(model_path: str, ort_version: str, trt_version: str) -> Option
 
 def tensorrt_provider_options(
     path: str,
-    manifest: Dict[str, Any],
+    manifest: ManifestLike,
     index: int,
     trt_fp16: bool,
     ort_version: Optional[str] = None,
@@ -237,7 +239,7 @@ def tensorrt_provider_options(
     """The TensorRT EP's options for this model (see the module docstring for each)."""
     ort_version = ort_version or str(getattr(ort, "__version__", "0"))
     options = {"device_id": index, "trt_fp16_enable": bool(trt_fp16)}  # type: Dict[str, Any]
-    if str(manifest.get("precision", "fp32")) == "int8":
+    if Manifest.from_dict(manifest, path).precision == "int8":
         options["trt_int8_enable"] = True  # Q/DQ: scales come from the graph, no calibration
     cache = trt_cache_dir(path, ort_version, trt_version or _tensorrt_version())
     if cache is not None:

@@ -49,10 +49,10 @@ except ImportError:  # 2022.x (older robot images)
     from openvino.runtime import Core, PartialShape, Tensor
 
 from ...errors import BackendUnavailableError, ModelFileError, first_line
+from ...manifest import Manifest, ManifestLike
 from ..cpu_int8 import (
     U8_CODE_MAX,
     dequantized_8bit,
-    variant_record,
     weights_7bit,
     weights_pair_bounded,
 )
@@ -281,13 +281,14 @@ class OpenVINOBackend(Backend):
     def __init__(
         self,
         path: str,
-        manifest: Dict[str, Any],
+        manifest: ManifestLike,
         input_shape: Shape,
         device: str = "auto",
         precision: Optional[str] = None,
         threads: Optional[int] = None,
     ) -> None:
         super().__init__(path, manifest, input_shape, device, precision, threads)
+        manifest = self.manifest  # typed and checked
         kind, _ = parse_device(device)
         if kind not in ("auto", "cpu"):
             raise BackendUnavailableError(
@@ -305,7 +306,7 @@ class OpenVINOBackend(Backend):
             ) from None
         names_in = [n for p in model.inputs for n in p.get_names()]
         names_out = [n for p in model.outputs for n in p.get_names()]
-        want_in, want_out = manifest["input_name"], manifest["output_name"]
+        want_in, want_out = manifest.input_name, manifest.output_name
         if want_in not in names_in or want_out not in names_out:
             raise ModelFileError(
                 f"{path}: manifest names input {want_in!r} / output {want_out!r} but the graph "
@@ -347,7 +348,7 @@ class OpenVINOBackend(Backend):
         if self.max_batch == 1:  # Segmenter.predict's fast path (one frame, class map)
             self.predict_frame = self._predict_frame
 
-    def _int8_weights(self, model: Any, path: str, manifest: Dict[str, Any]) -> Optional[int]:
+    def _int8_weights(self, model: Any, path: str, manifest: Manifest) -> Optional[int]:
         """8 or 7 (the non-saturating CPU variant) for INT8 models, None otherwise."""
         if self.precision != "int8":
             return None
@@ -357,7 +358,7 @@ class OpenVINOBackend(Backend):
         if plan.backend is None:
             raise BackendUnavailableError(plan.reason)
         if plan.variant == "u8_inputs":
-            want = (variant_record(manifest, "u8_inputs") or {}).get("convs")
+            want = (manifest.variant("u8_inputs") or {}).get("convs")
             got = u8_inputs(model)
             if got != want:
                 raise ModelFileError(
@@ -412,7 +413,7 @@ class OpenVINOBackend(Backend):
                 ops = _ops()
                 model = self._model.clone()
                 results = list(model.get_results())
-                want = self.manifest["output_name"]
+                want = self.manifest.output_name
                 old = next((r for r in results if want in r.input_value(0).get_names()), None)
                 old = results[0] if old is None else old
                 args = (old.input_value(0), np.int64(1), 1, "max", "index", "i32")
@@ -436,7 +437,7 @@ class OpenVINOBackend(Backend):
         if x is None:
             x = self._local.x = np.zeros((1, 3, h, w), dtype=np.float32)
         m = self.manifest
-        normalize_into(resize_bgr(frame, (w, h)), m["mean_bgr"], float(m["scale"]), x[0])
+        normalize_into(resize_bgr(frame, (w, h)), m.mean_bgr, m.scale, x[0])
         try:
             request = self._classes_idle.get_nowait()
         except queue.Empty:

@@ -47,6 +47,7 @@ from ...errors import (
     EngineMismatchError,
     ModelFileError,
 )
+from ...manifest import ManifestLike
 from ...trt import api
 from ...trt.engine_manifest import (
     check_engine,
@@ -112,7 +113,7 @@ class TensorRTBackend(Backend):
     def __init__(
         self,
         path: str,
-        manifest: Dict[str, Any],
+        manifest: ManifestLike,
         input_shape: Shape,
         device: str = "auto",
         precision: Optional[str] = None,
@@ -121,6 +122,7 @@ class TensorRTBackend(Backend):
         max_contexts: int = 4,
         gpu_argmax: Optional[bool] = None,
     ) -> None:
+        manifest = require_engine_manifest(manifest, path)  # no sidecar: the fix, one line
         super().__init__(path, manifest, input_shape, device, precision, threads)
         kind, index = parse_device(device)
         if kind == "cpu":
@@ -129,7 +131,6 @@ class TensorRTBackend(Backend):
                 "'cuda', or open the .onnx file for the CPU"
             )
         self.precision = fixed_precision(self.name, precision, manifest)
-        manifest = require_engine_manifest(manifest, path)
         self.trt = trt = api.import_tensorrt()
         self.version = api.trt_version(trt)
         self.caps = api.capabilities(self.version)
@@ -150,14 +151,14 @@ class TensorRTBackend(Backend):
             )
         self.cuda_graph = bool(cuda_graph)
         self.max_contexts = max(int(max_contexts), 1)
-        if manifest.get("dynamic"):
+        if manifest.dynamic:
             # "If the engine supports dynamic shapes, each execution context in concurrent use
             # must use a separate optimization profile" (IExecutionContext docs); the build
             # makes one profile, so threads share one context, serialised by its lock.
             self.max_contexts = 1
-        self.in_name = str(manifest.get("input_name", "input"))
-        self.out_name = str(manifest.get("output_name", "logits"))
-        self.dynamic = bool(manifest.get("dynamic"))
+        self.in_name = manifest.input_name
+        self.out_name = manifest.output_name
+        self.dynamic = manifest.dynamic is not None
         self.dynamic_batch = self.dynamic
         self._slots = []  # type: List[_Slot]
         self._shared = None  # type: Optional[_Slot]
@@ -172,7 +173,7 @@ class TensorRTBackend(Backend):
             facts = runtime_facts(trt, info, self.runtime.num_DLA_cores)
             #: same-architecture, other-GPU notes (the engine loads; TensorRT warns too)
             self.warnings = checked + check_engine(manifest, facts, path)
-            dla = (manifest.get("engine") or {}).get("dla_core")
+            dla = manifest.engine_field("dla_core")
             if dla is not None:
                 self.runtime.DLA_core = int(dla)
             data = Path(path).read_bytes()
@@ -321,7 +322,7 @@ class TensorRTBackend(Backend):
             # TensorRT returns False (and -1 output dims) for a shape outside the profile.
             raise ConfigError(
                 f"input shape {tuple(shape)} is outside the engine's optimisation profile "
-                f"{(self.manifest.get('engine') or {}).get('profile')}: use a size within it "
+                f"{self.manifest.engine_field('profile')}: use a size within it "
                 "or rebuild the engine with a wider --dynamic range"
             )
         n_in, n_out = int(np.prod(shape)), int(np.prod(out_shape))
@@ -473,7 +474,7 @@ class TensorRTBackend(Backend):
                 self._set_shape(slot, tuple(self.input_shape))
             n_in = int(np.prod(slot.shape))
             x = slot.h_in[:n_in].reshape(slot.shape)
-            preprocess(frame, (w, h), self.manifest["mean_bgr"], self.manifest["scale"], out=x[:1])
+            preprocess(frame, (w, h), self.manifest.mean_bgr, self.manifest.scale, out=x[:1])
             if n > 1:
                 x[1:] = 0.0  # a fixed-batch engine runs padded; only row 0 is read back
             self.cuda.htod_async(slot.d_in, slot.h_in[:n_in], slot.stream)

@@ -11,21 +11,21 @@ Python 3.8 syntax.
 
 import threading
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
 from ...errors import BackendUnavailableError, ConfigError, ModelFileError, WeightsError
-from ...manifest import MANIFEST_FORMAT, check_manifest
+from ...manifest import MANIFEST_FORMAT, DynamicRange, Manifest
 from .base import Backend, Shape, parse_device
 
 # What a checkpoint without a sidecar manifest runs at: the paper's speed resolution by
 # default, anything from 32x32 to 4096x4096 on request (the network is fully convolutional).
-DEFAULT_DYNAMIC = {"min": [32, 32], "opt": [640, 360], "max": [4096, 4096], "batch": [1, 1, 16]}
+DEFAULT_DYNAMIC = DynamicRange(min=(32, 32), opt=(640, 360), max=(4096, 4096), batch=(1, 1, 16))
 
 
-def derive_manifest(path: str) -> Dict[str, Any]:
+def derive_manifest(path: str) -> Manifest:
     """A manifest for a checkpoint from its own metadata (``preset``, ``num_classes``).
 
     Checkpoints written by ``weights.save_checkpoint`` carry both; a bare ``state_dict`` does
@@ -72,13 +72,12 @@ def derive_manifest(path: str) -> Dict[str, Any]:
             "input_name": "input",
             "output_name": "logits",
             "resolution": None,
-            "dynamic": dict(DEFAULT_DYNAMIC),
+            "dynamic": DEFAULT_DYNAMIC.to_dict(),
             "batch": 1,
             "weights": {"path": str(path), "trained": True},
         }
     )
-    check_manifest(manifest, path)
-    return manifest
+    return Manifest.from_dict(manifest, path)
 
 
 class TorchBackend(Backend):
@@ -89,7 +88,7 @@ class TorchBackend(Backend):
     def __init__(
         self,
         path: str,
-        manifest: Dict[str, Any],
+        manifest: Manifest,
         input_shape: Shape,
         device: str = "auto",
         precision: Optional[str] = None,
@@ -120,16 +119,17 @@ class TorchBackend(Backend):
         self.precision = want
         try:
             model, _ = build_model(
-                str(manifest.get("preset", "cityscapes")),
+                manifest.preset or "cityscapes",
                 weights=Path(path),
-                num_classes=int(manifest["num_classes"]),
+                num_classes=manifest.num_classes,
             )
         except (WeightsError, ConfigError) as exc:
             raise ModelFileError(str(exc)) from None
         model = model.to(self._torch_device)
         self.model = model.half() if want == "fp16" else model
         self.dynamic_batch = True
-        self.max_batch = int((manifest.get("dynamic") or {}).get("batch", [1, 1, 16])[-1])
+        dyn = manifest.dynamic
+        self.max_batch = int((dyn and dyn.max_batch) or DEFAULT_DYNAMIC.max_batch or 1)
         self._lock = threading.Lock()
 
     def infer(self, x: np.ndarray) -> np.ndarray:
