@@ -17,6 +17,7 @@ a read-only Mapping of its JSON form, for tools that only want the document.
 Torch-free, Python 3.8 syntax: the runtime reads manifests on the robot.
 """
 
+import copy
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -82,12 +83,15 @@ class DynamicRange:
     #: the sizes and batches the export's parity gate ran (None where nothing was verified)
     verified: Optional[Tuple[WH, ...]] = None
     verified_batches: Optional[Tuple[int, ...]] = None
+    #: other keys of the JSON object, carried through unchanged
+    extra: Record = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "DynamicRange":
         ver = d.get("verified")
         vb = d.get("verified_batches")
         b = d.get("batch")
+        known = ("min", "opt", "max", "batch", "verified", "verified_batches")
         return cls(
             min=_wh(d["min"]),
             opt=_wh(d["opt"]),
@@ -95,6 +99,7 @@ class DynamicRange:
             batch=None if b is None else (int(b[0]), int(b[1]), int(b[2])),
             verified=None if ver is None else tuple(_wh(s) for s in ver),
             verified_batches=None if vb is None else tuple(int(v) for v in vb),
+            extra=copy.deepcopy({k: v for k, v in d.items() if k not in known}),
         )
 
     def to_dict(self) -> Record:
@@ -109,6 +114,8 @@ class DynamicRange:
             d["verified"] = [list(s) for s in self.verified]
         if self.verified_batches is not None:
             d["verified_batches"] = list(self.verified_batches)
+        for key, value in self.extra.items():
+            d.setdefault(key, copy.deepcopy(value))
         return d
 
     @property
@@ -155,7 +162,10 @@ class Manifest(Mapping):
 
     @classmethod
     def from_dict(cls, doc: Any, model_path: PathLike = "model") -> "Manifest":
-        """The manifest of a JSON document, checked: ModelFileError names what is wrong."""
+        """The manifest of a JSON document, checked: ModelFileError names what is wrong.
+
+        The stage records are copied: a manifest owns them, so changing the document later
+        (or what ``to_dict`` returned) cannot change a manifest already read."""
         if isinstance(doc, Manifest):
             return doc
         check_manifest(doc, model_path)
@@ -184,8 +194,8 @@ class Manifest(Mapping):
                 resolution=_wh(res) if res else None,
                 dynamic=DynamicRange.from_dict(dyn) if dyn else None,
                 batch=None if batch is None else int(batch),
-                **{k: doc.get(k) for k in _OPTIONAL_KEYS},
-                extra={k: v for k, v in doc.items() if k not in known},
+                **{k: copy.deepcopy(doc.get(k)) for k in _OPTIONAL_KEYS},
+                extra=copy.deepcopy({k: v for k, v in doc.items() if k not in known}),
             )
         except (TypeError, ValueError, KeyError, IndexError) as exc:
             raise ModelFileError(
@@ -215,9 +225,9 @@ class Manifest(Mapping):
         for key in _OPTIONAL_KEYS:
             value = getattr(self, key)
             if value is not None:
-                doc[key] = value
+                doc[key] = copy.deepcopy(value)
         for key, value in self.extra.items():
-            doc.setdefault(key, value)
+            doc.setdefault(key, copy.deepcopy(value))
         return doc
 
     @classmethod
@@ -230,13 +240,20 @@ class Manifest(Mapping):
         return write_manifest(model_path, self)
 
     def with_(self, **changes: Any) -> "Manifest":
-        """A copy with fields replaced (a stage's record, or a derived artifact's kind)."""
-        unknown = [k for k in changes if k not in _FIELDS]
-        if unknown:
-            extra = dict(self.extra)
-            extra.update({k: changes.pop(k) for k in unknown})
-            changes["extra"] = extra
-        return dataclasses.replace(self, **changes)
+        """A new manifest with fields replaced (a stage's record, a derived artifact's kind
+        or precision), checked and typed as a file read from disk is. A key this type does
+        not name becomes an extra key; None drops a stage record or an extra key."""
+        if "extra" in changes:
+            raise TypeError("with_() takes the extra keys themselves, not extra=")
+        doc = self.to_dict()
+        for key, value in changes.items():
+            if isinstance(value, DynamicRange):
+                value = value.to_dict()
+            if value is None and key not in _SHAPE_KEYS:
+                doc.pop(key, None)
+            else:
+                doc[key] = value
+        return Manifest.from_dict(doc)
 
     # -- what the runtime derives ----------------------------------------------------------
 
@@ -313,7 +330,6 @@ class Manifest(Mapping):
     __hash__ = None  # type: ignore[assignment]
 
 
-_FIELDS = frozenset(f.name for f in dataclasses.fields(Manifest))
 ManifestLike = Union[Manifest, Mapping]
 
 
@@ -324,6 +340,7 @@ def sidecar_path(model_path: PathLike) -> Path:
 def write_manifest(model_path: PathLike, manifest: ManifestLike) -> Path:
     """Validate and write the sidecar atomically; returns its path."""
     doc = Manifest.from_dict(manifest, model_path).to_dict()
+    check_manifest(doc, model_path)  # a Manifest is checked again: what is written reads back
     return write_json_atomic(sidecar_path(model_path), doc)
 
 

@@ -4,6 +4,7 @@ fields are typed, a stage's change is a new manifest, and a bad or newer file is
 import dataclasses
 import json
 
+import onnx
 import pytest
 from support.trt_standin import _manifest
 
@@ -17,12 +18,57 @@ from cifrenet_edge.manifest import (
 )
 
 
+def _same_json(a, b) -> bool:
+    """Equal as written (1 and 1.0 differ here, as they do in the file)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def test_an_export_reads_into_the_type_and_writes_back_the_same_json(small_fp32_export):
     doc = json.loads(small_fp32_export.manifest_path.read_text())
     m = Manifest.from_dict(doc)
-    assert m.to_dict() == doc
-    assert json.loads(json.dumps(m.to_dict())) == doc  # plain JSON all the way down
+    assert _same_json(m.to_dict(), doc)
     assert isinstance(small_fp32_export.manifest, Manifest) and small_fp32_export.manifest == doc
+    props = {p.key: p.value for p in onnx.load(str(small_fp32_export.path)).metadata_props}
+    assert _same_json(json.loads(props["cifrenet_edge"]), doc)  # the embedded copy, the same
+
+
+@pytest.mark.parametrize(
+    "kind", ["dynamic onnx", "int8", "fp16", "engine", "checkpoint", "older dynamic"]
+)
+def test_every_kind_the_toolkit_writes_round_trips(kind, tmp_path, monkeypatch):
+    """What each stage writes, read back and written again, byte-identical JSON."""
+    if kind == "dynamic onnx":
+        doc = _manifest("fp32", dynamic=True)
+        doc["dynamic"].update(verified=[[128, 64], [320, 192]], verified_batches=[1, 2])
+    elif kind == "older dynamic":  # keys inside dynamic this version does not know
+        doc = _manifest("fp32", dynamic=True)
+        doc["dynamic"]["note"] = {"from": "a newer toolkit"}
+    elif kind == "checkpoint":
+        from cifrenet_edge.model.weights import build_model, save_checkpoint
+        from cifrenet_edge.runtime.backends.torch import derive_manifest
+
+        model, _ = build_model("camvid")
+        ckpt = save_checkpoint(model, tmp_path / "c.pth", {"trained": False})
+        doc = derive_manifest(str(ckpt)).to_dict()
+    else:
+        base = Manifest.from_dict(_manifest("fp32"))
+        changes = {
+            "int8": {
+                "precision": "int8",
+                "parity": {"agreement": 0.93, "variants": {}},
+                "calibration": {"count": 60},
+                "source": {"onnx": "m_fp32.onnx"},
+            },
+            "fp16": {"precision": "fp16", "fp16": {"io": "float32"}, "parity": None},
+            "engine": {"kind": "engine", "engine": {"tensorrt": "10.3.0.30", "dla_core": None}},
+        }[kind]
+        doc = base.with_(**changes).to_dict()
+    m = Manifest.from_dict(doc)
+    assert _same_json(m.to_dict(), doc), kind
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    write_manifest(model, m)
+    assert _same_json(json.loads((tmp_path / "m.onnx.json").read_text()), doc)
 
 
 def test_fields_are_typed():
@@ -69,6 +115,20 @@ def test_the_json_view_is_read_only_and_compares_with_dicts():
     assert dict(m, precision="int8")["precision"] == "int8"  # a plain copy to change
     with pytest.raises(TypeError):
         m["precision"] = "int8"  # type: ignore[index]
+    doc["weights"]["path"] = "changed after reading"  # the manifest owns its records
+    m["weights"]["path"] = "changed through the view"
+    assert m.weights_path == "weights/cifrenet.pth"
+
+
+def test_with_checks_and_types_what_it_makes(tmp_path):
+    m = Manifest.from_dict(_manifest("fp32"))
+    assert m.with_(resolution=[320, 192]).input_wh("320x192") == (320, 192)  # typed again
+    d = m.with_(resolution=None, dynamic=DynamicRange((64, 64), (160, 96), (640, 360)))
+    assert d.dynamic is not None and d.to_dict()["dynamic"]["opt"] == [160, 96]
+    with pytest.raises(ModelFileError, match="neither a resolution nor a dynamic range"):
+        m.with_(resolution=None)
+    with pytest.raises(ModelFileError, match="3 class names for 19 classes"):
+        m.with_(classes=["a", "b", "c"])
 
 
 @pytest.mark.parametrize(

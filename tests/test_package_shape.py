@@ -109,19 +109,48 @@ def test_no_module_past_800_lines():
     assert big == {}
 
 
+def _names_a_manifest(node: ast.AST) -> bool:
+    """``manifest``, ``self._manifest``, ``model_manifest``, ``seg.manifest``, ``man`` ..."""
+    ident = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+    return "manifest" in ident.lower() or ident in ("man", "m8")
+
+
+def string_key_lookups(tree: ast.AST) -> List[int]:
+    """Lines that read a manifest by string key: ``x["k"]`` or ``x.get("k")`` on a name that
+    says manifest."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and _names_a_manifest(node.value):
+            key = node.slice
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                found.append(node.lineno)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and _names_a_manifest(node.func.value)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append(node.lineno)
+    return found
+
+
+def test_the_lookup_finder_sees_each_form():
+    code = "a = manifest['k']\nb = self._manifest.get('k')\nc = model_manifest['k']\nd = m.k"
+    assert string_key_lookups(ast.parse(code)) == [1, 2, 3]
+
+
 def test_the_package_reads_manifests_through_their_type():
     """Manifest fields are attributes (``m.precision``, ``m.variant(name)``): a string-key
     lookup outside ``manifest.py`` would bring back the silent ``.get`` default a misspelt
     key gives."""
-    import re
-
-    lookup = re.compile(r"""\b(?:manifest|man|m8|src)\w*\s*(?:\[\s*["']|\.get\(\s*["'])""")
     found = [
-        f"{p.relative_to(PKG.parent)}:{i}: {line.strip()}"
+        f"{p.relative_to(PKG.parent)}:{line}"
         for p in PKG.rglob("*.py")
         if p.name != "manifest.py"
-        for i, line in enumerate(p.read_text().splitlines(), 1)
-        if lookup.search(line)
+        for line in string_key_lookups(ast.parse(p.read_text()))
     ]
     assert found == []
 

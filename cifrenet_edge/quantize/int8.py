@@ -283,6 +283,7 @@ def quantize_onnx(
             )
         m8 = _int8_manifest(manifest, cal, rec, src, parity)
         parity["this_cpu"] = this_cpu_int8(raw, m8, inputs, ref, manifest.classes, g)
+        m8 = m8.with_(parity=parity)  # the manifest owns a copy: record this CPU's row in it
         if not quiet:
             _report_this_cpu(parity["this_cpu"])
         del qmodel.metadata_props[:]
