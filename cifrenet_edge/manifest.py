@@ -5,14 +5,15 @@ Every artifact (``.onnx``, ``.engine``/``.plan``, ``.pth``) gets a JSON sidecar 
 ``cifrenet_edge`` (plus a few flat keys for tools like Netron). Engines keep the manifest
 outside the file so ``trtexec --loadEngine`` still loads them.
 
-One type, ``Manifest``, reads, checks and writes that JSON. Its fields are what the runtime
-needs (classes, normalisation, tensor names, shapes), typed, so a misspelt field is an
-AttributeError at the line that misspells it rather than a silent ``None`` three modules
-later. Each later stage owns one record (``weights``, ``parity``, ``calibration``,
-``engine``, ``source``): a plain JSON object of that stage, replaced whole with
-``Manifest.with_``. Keys this version does not know are carried through unchanged, so an
-older toolkit can read and re-write a newer file's extras without losing them. It is also
-a read-only Mapping of its JSON form, for tools that only want the document.
+One type, ``Manifest``, is that JSON read and checked (``read_manifest``,
+``write_manifest``). Its fields are what the runtime needs (classes, normalisation, tensor
+names, shapes), typed, so a misspelt field is an AttributeError at the line that misspells
+it rather than a silent ``None`` three modules later. Each later stage owns one record
+(``weights``, ``parity``, ``calibration``, ``engine``, ``source``): a plain JSON object of
+that stage, replaced whole with ``Manifest.with_``. Keys this version does not know are
+carried through unchanged, so an older toolkit can read and re-write a newer file's extras
+without losing them. It is also a read-only Mapping of its JSON form, for tools that only
+want the document.
 
 Torch-free, Python 3.8 syntax: the runtime reads manifests on the robot.
 """
@@ -230,15 +231,6 @@ class Manifest(Mapping):
             doc.setdefault(key, copy.deepcopy(value))
         return doc
 
-    @classmethod
-    def read(cls, model_path: PathLike) -> "Manifest":
-        """The manifest of an artifact: its JSON sidecar, else (ONNX) the embedded copy."""
-        return read_manifest(model_path)
-
-    def write(self, model_path: PathLike) -> Path:
-        """The sidecar ``<model_path>.json``, atomically; returns its path."""
-        return write_manifest(model_path, self)
-
     def with_(self, **changes: Any) -> "Manifest":
         """A new manifest with fields replaced (a stage's record, a derived artifact's kind
         or precision), checked and typed as a file read from disk is. A key this type does
@@ -274,9 +266,11 @@ class Manifest(Mapping):
     def input_wh(self, requested: "Resolution" = None) -> WH:
         """The (width, height) the model runs at: fixed, the dynamic 'opt', or ``requested``."""
         want = _parse_wh(requested)
+        if want is None:
+            return self.nominal_wh
         if self.resolution is not None:
             wh = self.resolution
-            if want is not None and want != wh:
+            if want != wh:
                 raise ConfigError(
                     f"this model was exported for a fixed {wh[0]}x{wh[1]}, not "
                     f"{want[0]}x{want[1]}: export it with --dynamic or at that resolution"
@@ -284,8 +278,6 @@ class Manifest(Mapping):
             return wh
         dyn = self.dynamic
         assert dyn is not None  # checked when read
-        if want is None:
-            return dyn.opt
         if not dyn.contains(want):
             lo, hi = dyn.min, dyn.max
             raise ConfigError(
@@ -339,9 +331,10 @@ def sidecar_path(model_path: PathLike) -> Path:
 
 def write_manifest(model_path: PathLike, manifest: ManifestLike) -> Path:
     """Validate and write the sidecar atomically; returns its path."""
-    doc = Manifest.from_dict(manifest, model_path).to_dict()
-    check_manifest(doc, model_path)  # a Manifest is checked again: what is written reads back
-    return write_json_atomic(sidecar_path(model_path), doc)
+    # A Manifest goes through the same check as a dict: what is written must read back.
+    doc = manifest.to_dict() if isinstance(manifest, Manifest) else manifest
+    checked = Manifest.from_dict(doc, model_path).to_dict()
+    return write_json_atomic(sidecar_path(model_path), checked)
 
 
 def onnx_metadata_props(manifest: ManifestLike) -> Dict[str, str]:
@@ -407,8 +400,6 @@ def read_manifest(model_path: PathLike) -> Manifest:
 
 def check_manifest(manifest: Any, model_path: PathLike = "model") -> None:
     """Raise ModelFileError naming every missing or inconsistent field."""
-    if isinstance(manifest, Manifest):
-        manifest = manifest.to_dict()
     if not isinstance(manifest, Mapping):
         raise ModelFileError(f"manifest of {model_path} is not a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]

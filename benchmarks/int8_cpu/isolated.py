@@ -49,30 +49,6 @@ with Segmenter.open(sys.argv[1], backend=sys.argv[2] or None, device="cpu", warm
 """
 
 
-def _prepare(tmp: Path) -> tuple:
-    import cv2
-
-    from cifrenet_edge.data.synthetic import make_scene
-    from cifrenet_edge.export import export_onnx
-    from cifrenet_edge.model.linear_probe import make_probe_checkpoint
-    from cifrenet_edge.quantize import quantize_onnx
-
-    wh = (640, 360)
-    weights = make_probe_checkpoint(tmp / "probe.pth")
-    calib = tmp / "calib"
-    calib.mkdir()
-    for s in range(60):
-        cv2.imwrite(str(calib / f"s{s:03d}.png"), make_scene(5000 + s, wh)[0])
-    fp32 = export_onnx(
-        "cityscapes", weights=weights, res=wh, output=tmp / "m_fp32.onnx", quiet=True
-    )
-    gates = {"min_agreement": 0.0, "min_class_agreement": 0.0}  # speed here; gates are tested
-    int8 = quantize_onnx(
-        fp32.path, calib=calib, output=tmp / "m_int8.onnx", gates=gates, quiet=True
-    )
-    return fp32.path, int8.path
-
-
 def _time(path: Path, backend: str, iters: int) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", ONE, str(path), backend, str(iters)],
@@ -92,7 +68,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.emulate_avx2:
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"  # inherited by every timed process
-    from run import machine
+    from run import machine, prepare
 
     info = {"machine": machine(), "emulated_avx2": args.emulate_avx2, "iters": args.iters}
     cands = {"toolkit int8": "", "onnxruntime fp32": "onnxruntime", "openvino fp32": "openvino"}
@@ -100,7 +76,8 @@ def main(argv=None) -> dict:
         del cands["onnxruntime fp32"]
     reps = []
     with tempfile.TemporaryDirectory(prefix="int8_isolated_") as tmp:
-        fp32, int8 = _prepare(Path(tmp))
+        fp32, int8, _ = prepare(Path(tmp), (640, 360), info=info)
+        fp32, int8 = fp32.path, int8.path
         for r in range(args.reps):
             rep = {}
             for name, backend in cands.items():

@@ -309,6 +309,44 @@ def _one_run(cands: dict, args, info) -> dict:
     }
 
 
+def prepare(tmp: Path, wh, weights=None, calib=None, info=None):
+    """(FP32 export, INT8 export, calibration source) in ``tmp``: the probe model and 60
+    synthetic scenes unless given; what was used goes into ``info``."""
+
+    from cifrenet_edge.data.synthetic import make_scene
+    from cifrenet_edge.export import export_onnx
+    from cifrenet_edge.quantize import quantize_onnx
+
+    info = {} if info is None else info
+    if weights is None:
+        from cifrenet_edge.model.linear_probe import make_probe_checkpoint
+
+        weights = make_probe_checkpoint(tmp / "probe.pth")
+        info["weights"] = "probe (BN re-estimated, ridge classifier; untrained backbone)"
+    else:
+        info["weights"] = str(weights)
+    if calib is None:
+        calib = tmp / "calib"
+        calib.mkdir()
+        for s in range(60):
+            cv2.imwrite(str(calib / f"s{s:03d}.png"), make_scene(5000 + s, wh)[0])
+        info["calib"] = "60 synthetic scenes (make_scene seeds 5000-5059)"
+    t0 = time.perf_counter()
+    fp32 = export_onnx(
+        "cityscapes", weights=weights, res=wh, output=tmp / "m_fp32.onnx", quiet=True
+    )
+    # gates off: this measures speed; the quality gate is tested in tests/test_quantize.py
+    int8 = quantize_onnx(
+        fp32.path,
+        calib=calib,
+        output=tmp / "m_int8.onnx",
+        gates={"min_agreement": 0.0, "min_class_agreement": 0.0},
+        quiet=True,
+    )
+    info["prepare_s"] = round(time.perf_counter() - t0, 1)
+    return fp32, int8, calib
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--res", default="640x360")
@@ -330,9 +368,7 @@ def main(argv=None) -> dict:
 
     from cifrenet_edge.data.synthetic import make_scene
     from cifrenet_edge.errors import BackendUnavailableError
-    from cifrenet_edge.export import export_onnx
     from cifrenet_edge.presets import parse_resolution
-    from cifrenet_edge.quantize import quantize_onnx
     from cifrenet_edge.runtime import Segmenter
 
     wh = parse_resolution(args.res)
@@ -348,34 +384,7 @@ def main(argv=None) -> dict:
     }
     with tempfile.TemporaryDirectory(prefix="int8_bench_") as tmp:
         tmp = Path(tmp)
-        weights = args.weights
-        if weights is None:
-            from cifrenet_edge.model.linear_probe import make_probe_checkpoint
-
-            weights = make_probe_checkpoint(tmp / "probe.pth")
-            info["weights"] = "probe (BN re-estimated, ridge classifier; untrained backbone)"
-        else:
-            info["weights"] = str(weights)
-        calib = args.calib
-        if calib is None:
-            calib = tmp / "calib"
-            calib.mkdir()
-            for s in range(60):
-                cv2.imwrite(str(calib / f"s{s:03d}.png"), make_scene(5000 + s, wh)[0])
-            info["calib"] = "60 synthetic scenes (make_scene seeds 5000-5059)"
-        t0 = time.perf_counter()
-        fp32 = export_onnx(
-            "cityscapes", weights=weights, res=wh, output=tmp / "m_fp32.onnx", quiet=True
-        )
-        # gates off: this measures speed; the quality gate is tested in tests/test_quantize.py
-        int8 = quantize_onnx(
-            fp32.path,
-            calib=calib,
-            output=tmp / "m_int8.onnx",
-            gates={"min_agreement": 0.0, "min_class_agreement": 0.0},
-            quiet=True,
-        )
-        info["prepare_s"] = round(time.perf_counter() - t0, 1)
+        fp32, int8, calib = prepare(tmp, wh, args.weights, args.calib, info)
         info["int8_agreement_vs_fp32"] = int8.parity["agreement"]  # Q/DQ in float
         info["int8_7bit_agreement_vs_fp32"] = int8.parity["variants"]["weights_7bit"]["agreement"]
         info["int8_u8_inputs_agreement_vs_fp32"] = int8.parity["variants"]["u8_inputs"]["agreement"]

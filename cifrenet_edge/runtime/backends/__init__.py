@@ -92,7 +92,7 @@ def cpu_int8_plan(path: str, manifest: ManifestLike, backend: Optional[str] = No
     """How this CPU runs an INT8 model (``cpu_int8.plan_cpu_int8`` with this machine's facts)."""
     return plan_cpu_int8(
         path,
-        Manifest.from_dict(manifest, path),
+        manifest,  # plan_cpu_int8 types a dict itself
         int8_support(),
         installed("openvino"),
         installed("onnxruntime"),
